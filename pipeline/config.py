@@ -1,0 +1,248 @@
+"""Typed, validated parameters: one frozen model per `params.yaml` section.
+
+`params.yaml` is the single source of truth; the defaults below mirror the shipped
+file (tests/test_config.py fails if they drift). Unknown keys and bad values fail at
+load with a one-line error naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SUPPORTED_SIZES = (32, 64, 96, 128)
+Loss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
+Source = Literal["fashion-mnist", "folder", "konachan"]
+
+
+class ParamsError(ValueError):
+    """A params file or override that cannot be used; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class CrawlParams(_Section):
+    source: Source = Field("fashion-mnist", description="Where images come from.")
+    out: Path = Field(Path("data/raw"), description="Output folder (manifest.jsonl + shards or images/).")
+    root: Optional[Path] = Field(None, description="Folder to import for source=folder (<root>/<label>/*.png).")
+    limit: Optional[int] = Field(None, ge=1, description="Import at most this many images per split (embedded/folder sources).")
+    seed: int = Field(0, description="Seed for any sampling the import does (e.g. which images `limit` keeps).")
+    data_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"), description="Where Debian's dataset-fashion-mnist puts its .gz files.")
+    # Moebooru (konachan-style) crawling.
+    base_url: str = Field("https://konachan.net", description="Moebooru site to crawl.")
+    tags: str = Field("", description="Tag search, space separated, as typed on the site.")
+    pages: Optional[int] = Field(None, ge=1, description="Stop after this many list pages.")
+    max_images: Optional[int] = Field(None, ge=1, description="Stop after keeping this many images.")
+    start_page: int = Field(1, ge=1, description="First list page to fetch.")
+    page_size: int = Field(100, ge=1, le=100, description="Posts per API page (the API allows at most 100).")
+    rating: list[Literal["s", "q", "e"]] = Field(["s"], description="Ratings to keep (s=safe, q=questionable, e=explicit).")
+    variant: Literal["preview", "sample", "jpeg", "file"] = Field("sample", description="Which image URL to download.")
+    mode: Literal["api", "html"] = Field("api", description="Page through post.json (api) or the HTML post list (html).")
+    workers: int = Field(4, ge=1, le=64, description="Parallel downloads.")
+    delay: float = Field(1.0, ge=0, description="Minimum seconds between requests to one host, shared by all workers.")
+    timeout: float = Field(30.0, gt=0, description="Connect and read timeout in seconds.")
+    retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, connection errors, 429 and 5xx.")
+    respect_robots: bool = Field(True, description="Honour robots.txt (turning it off logs a warning).")
+    max_bytes: int = Field(50_000_000, ge=1, description="Largest download accepted, in bytes.")
+    max_pixels: int = Field(40_000_000, ge=1, description="Largest image accepted, in pixels (decompression-bomb guard).")
+    user_agent: str = Field("augment/0.1 (dataset crawler; +https://pypi.org/project/augment)", description="User-Agent header.")
+    snapshot: str = Field("", description="Free text; change it to make `dvc repro` re-crawl a remote source.")
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _split_rating(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _folder_needs_root(self) -> "CrawlParams":
+        if self.source == "folder" and self.root is None:
+            raise ValueError("crawl.root is required when crawl.source is 'folder'")
+        return self
+
+
+class CropParams(_Section):
+    mode: Literal["resize", "faces"] = Field("resize", description="resize: pad/resize whole images; faces: detect and crop anime faces.")
+    input: Path = Field(Path("data/raw"), description="The crawl output folder to read.")
+    out: Path = Field(Path("data/crop"), description="Output folder (shards, manifest.jsonl, preview.png).")
+    metrics: Path = Field(Path("metrics/crop.json"), description="Counts written here (DVC metrics).")
+    size: int = Field(32, description="Output side length in pixels (32, 64, 96 or 128).")
+    channels: Literal["auto", 1, 3] = Field("auto", description="1 (grey), 3 (RGB) or auto (grey if every input is grey).")
+    fit: Literal["pad", "stretch", "center-crop"] = Field("pad", description="How a non-square or differently sized image is fitted.")
+    shard_size: int = Field(50_000, ge=1, description="Images per .npy shard.")
+    seed: int = Field(0, description="Seed recorded in the outputs (and used by any random choice).")
+    workers: int = Field(0, ge=0, description="Processes for face detection; 0 = all cores.")
+    cache: Path = Field(Path("data/.crop-cache"), description="Face detections and crops kept between runs (outside `out`, which DVC deletes); safe to delete.")
+    # faces mode
+    margin: float = Field(0.3, ge=0, le=2, description="Margin around the face box, relative to its size.")
+    pad_mode: Literal["reflect", "edge"] = Field("edge", description="Padding where the margin leaves the image.")
+    min_likelihood: float = Field(0.5, ge=0, le=1, description="Drop detections below this likelihood.")
+    min_face: int = Field(64, ge=1, description="Drop faces smaller than this (pixels in the source image).")
+    max_faces_per_image: int = Field(4, ge=1, description="Consider at most this many faces per image.")
+    keep: Literal["best", "all"] = Field("best", description="Keep only the most likely face of an image, or all.")
+    min_source_side: int = Field(0, ge=0, description="Skip source images whose shorter side is smaller.")
+    reject_monochrome: bool = Field(False, description="Drop crops with almost no colour (sketches, greyscale art).")
+    dedup_hamming: int = Field(6, ge=-1, le=64, description="Drop faces whose perceptual hash is within this distance of a kept one (-1 = off).")
+    label_from: Literal["tags", "hair_color", "none", "source"] = Field("source", description="Where labels come from: the source's own labels, tags, hair colour or none.")
+    tag_labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "blonde_hair": "blonde", "blue_hair": "blue", "pink_hair": "pink", "brown_hair": "brown",
+            "black_hair": "black", "white_hair": "white", "red_hair": "red", "green_hair": "green",
+            "purple_hair": "purple", "silver_hair": "silver",
+        },
+        description="Tag -> label table for label_from=tags.")
+    tag_policy: Literal["drop", "other"] = Field("drop", description="What to do with a post that has none or several mapped tags.")
+    other_label: str = Field("other", description="Label used when tag_policy is 'other'.")
+    hair_palette: dict[str, list[int]] = Field(
+        default_factory=lambda: {
+            "blonde": [240, 220, 130], "brown": [120, 80, 50], "black": [30, 30, 35], "blue": [70, 110, 220],
+            "pink": [240, 150, 190], "red": [200, 40, 40], "white": [235, 235, 240], "green": [70, 170, 90],
+            "purple": [140, 90, 190],
+        },
+        description="Named RGB colours for label_from=hair_color.")
+    min_class_count: int = Field(0, ge=0, description="Classes with fewer images than this are handled by small_classes.")
+    small_classes: Literal["drop", "merge"] = Field("drop", description="Drop small classes, or merge them into other_label.")
+
+    @field_validator("size")
+    @classmethod
+    def _size_supported(cls, value: int) -> int:
+        if value not in SUPPORTED_SIZES:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, SUPPORTED_SIZES))}")
+        return value
+
+
+class TrainParams(_Section):
+    input: Path = Field(Path("data/crop"), description="The crop output folder to train on.")
+    out: Path = Field(Path("runs/train"), description="Checkpoints, sample grids and loss curves go here.")
+    metrics: Path = Field(Path("metrics/train.json"), description="Final losses and timings (DVC metrics).")
+    seed: int = Field(0, description="Seed for weights, data order and noise.")
+    loss: Loss = Field("hinge", description="GAN loss.")
+    epochs: int = Field(6, ge=1, description="Passes over the training split.")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many steps in total (the run can be resumed).")
+    batch_size: int = Field(64, ge=2, description="Images per step.")
+    z_dim: int = Field(64, ge=1, description="Latent size.")
+    g_channels: int = Field(64, ge=4, description="Generator width (channels of its last hidden layer).")
+    d_channels: int = Field(64, ge=4, description="Discriminator width (channels of its first layer).")
+    embed_dim: int = Field(32, ge=1, description="Label embedding size fed to the generator.")
+    lr_g: float = Field(2e-4, gt=0, description="Generator learning rate (Adam).")
+    lr_d: float = Field(2e-4, gt=0, description="Discriminator learning rate (Adam).")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
+    gp_weight: float = Field(10.0, ge=0, description="Gradient-penalty weight for wgan-gp.")
+    spectral_norm: bool = Field(True, description="Spectral normalisation in D (else batch norm; wgan-gp uses none).")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the generator EMA used for sampling.")
+    ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
+    conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
+    checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+    grid_per_class: int = Field(10, ge=1, le=32, description="Samples per class (row) in the epoch grids.")
+
+
+class GenerateParams(_Section):
+    checkpoint: Path = Field(Path("runs/train/checkpoint.pt"), description="Trained checkpoint to sample from.")
+    out: Path = Field(Path("data/generated"), description="Output folder (images/<label>/seed<N>.png + manifest.jsonl).")
+    count: int = Field(10_000, ge=1, description="Images to keep.")
+    ranked: bool = Field(True, description="Rank candidates with the discriminator and keep the best.")
+    oversample: int = Field(10, ge=1, description="Candidates drawn per kept image when ranked.")
+    per_class: bool = Field(True, description="Rank within each class (balanced) rather than overall.")
+    batch_size: int = Field(500, ge=1, description="Candidates per forward pass.")
+    seed: int = Field(0, ge=0, description="First candidate seed; candidate i uses seed+i.")
+    scores_only: bool = Field(False, description="Write the manifest of kept seeds and scores, but no images.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+    writers: int = Field(1, ge=0, description="Processes encoding PNGs alongside generation (0 = in the main process).")
+
+
+class ExportParams(_Section):
+    input: Path = Field(Path("data/generated"), description="The generate output folder.")
+    real: Path = Field(Path("data/crop"), description="The crop output folder (for include_real).")
+    out: Path = Field(Path("data/export"), description="ImageFolder-style dataset written here.")
+    include_real: bool = Field(False, description="Also export the real training images, marked source=real.")
+    seed: int = Field(0, description="Seed recorded in the dataset card.")
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "crawl": CrawlParams,
+    "crop": CropParams,
+    "train": TrainParams,
+    "generate": GenerateParams,
+    "export": ExportParams,
+}
+S = TypeVar("S", bound=_Section)
+
+
+def _format_error(section: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join([section, *(str(p) for p in first["loc"])]) if first["loc"] else section
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(SECTIONS[section].model_fields)
+        return f"{key}: unknown key (allowed: {allowed})"
+    if first["type"] == "literal_error":
+        allowed = first.get("ctx", {}).get("expected", "")
+        return f"{key}: {first['input']!r} is not allowed (allowed: {allowed})"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["loc"]:
+        return f"{key}: {first['input']!r}: {msg}"
+    return f"{section}: {msg}"
+
+
+def parse_section(section: str, values: dict[str, Any] | None) -> _Section:
+    """Validate one section's raw values into its model, raising ParamsError on bad input."""
+    if section not in SECTIONS:
+        raise ParamsError(f"unknown params section {section!r} (allowed: {', '.join(SECTIONS)})")
+    try:
+        return SECTIONS[section].model_validate(values or {})
+    except ValidationError as err:
+        raise ParamsError(_format_error(section, err)) from None
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """Read the whole params file; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section {unknown[0]!r} (allowed: {', '.join(SECTIONS)})")
+    return data
+
+
+def load_section(path: Path, section: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Load `section` from the params file at `path`, with non-None `overrides` applied on top."""
+    raw = dict(read_params_file(path).get(section) or {})
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse_section(section, raw)
+
+
+def to_jsonable(params: BaseModel) -> dict[str, Any]:
+    """The resolved params as plain JSON types, for metadata files and checkpoints."""
+    return params.model_dump(mode="json")
+
+
+def field_help(model: type[BaseModel], name: str) -> tuple[str, str]:
+    """(description, default as text) of one field, for CLI help."""
+    field = model.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
+    return field.description or "", "none" if default is None else str(default)
+
+
+def allowed_values(model: type[BaseModel], name: str) -> tuple[Any, ...]:
+    """The Literal choices of a field ((), if it is not a Literal)."""
+    return get_args(model.model_fields[name].annotation)

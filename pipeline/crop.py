@@ -1,0 +1,221 @@
+"""The crop stage: turn a crawl output into fixed-size uint8 shards with labels.
+
+`resize` fits whole images to `size` x `size`; `faces` (pipeline.faces) detects and crops
+anime faces. Both end in `write_crop_outputs`, so train sees one layout: `shard-*.npy`
+(N x H x W x C uint8), `manifest.jsonl`, `meta.json` and `preview.png`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from pipeline.config import CropParams, to_jsonable
+from pipeline.io import ShardReader, image_grid, save_png, write_json, write_shards
+from pipeline.labels import label_from_tags, settle_classes
+from pipeline.manifest import MANIFEST_NAME, Record, read_manifest, write_manifest
+from pipeline.progress import SILENT, Progress
+
+log = logging.getLogger(__name__)
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+class CropError(RuntimeError):
+    """The crop input cannot be used at all."""
+
+
+@dataclass
+class CropSummary:
+    mode: str
+    out: Path
+    seen: int = 0
+    kept: int = 0
+    failed: int = 0
+    reasons: Counter = field(default_factory=Counter)   # why images or faces were not kept
+    labels: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> dict[str, Any]:
+        return {"mode": self.mode, "output": str(self.out), "images seen": self.seen, "kept": self.kept,
+                "failed": self.failed, **self.counters, "not kept (why)": dict(self.reasons), "per label": self.labels}
+
+    def metrics(self) -> dict[str, Any]:
+        return {"seen": self.seen, "kept": self.kept, "failed": self.failed, "reasons": dict(self.reasons),
+                "labels": self.labels, **self.counters}
+
+
+def run(params: CropParams, progress: Progress = SILENT) -> CropSummary:
+    manifest = Path(params.input) / MANIFEST_NAME
+    if not manifest.exists():
+        raise CropError(f"crop.input: {params.input} has no {MANIFEST_NAME}; run `augment crawl` first")
+    if params.mode == "faces":
+        from pipeline.faces import crop_faces
+
+        return crop_faces(params, progress)
+    return crop_resize(params, progress)
+
+
+def fit_image(img: "Image.Image", size: int, fit: str) -> "Image.Image":  # noqa: F821
+    """Fit a PIL image into size x size: pad (downscale if larger, centre on black), stretch or centre-crop."""
+    from PIL import Image, ImageOps
+
+    if fit == "stretch":
+        return img.resize((size, size), Image.Resampling.LANCZOS)
+    if fit == "center-crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    if max(img.size) > size:
+        img = ImageOps.contain(img, (size, size), Image.Resampling.LANCZOS)
+    canvas = Image.new(img.mode, (size, size), 0)
+    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return canvas
+
+
+def _to_array(img: "Image.Image") -> np.ndarray:  # noqa: F821
+    grey = img.mode in GREY_MODES
+    arr = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
+    return arr[..., None] if grey else arr
+
+
+def _pad_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """Centre N x h x w x C images (h, w <= size) on black size x size squares, vectorised."""
+    _, h, w, _ = images.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    return np.pad(images, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+
+
+def _load_inputs(records: list[Record], folder: Path, params: CropParams, summary: CropSummary,
+                 progress: Progress) -> Iterator[tuple[Record, np.ndarray]]:
+    """Yield (record, fitted H x W x C array) for every readable input, counting the rest."""
+    from PIL import Image
+
+    shards = ShardReader(folder)
+    by_shard: dict[str, list[Record]] = {}
+    for r in records:
+        if r.index is not None:
+            by_shard.setdefault(r.file, []).append(r)
+    for file, group in by_shard.items():
+        data = shards.load_all(file)
+        if data.ndim == 3:
+            data = data[..., None]
+        if params.fit == "pad" and max(data.shape[1:3]) <= params.size:
+            fitted = _pad_batch(data[[r.index for r in group]], params.size)
+            yield from zip(group, fitted)
+        else:
+            for r in group:
+                img = Image.fromarray(data[r.index][..., 0] if data.shape[-1] == 1 else data[r.index])
+                yield r, _to_array(fit_image(img, params.size, params.fit))
+        progress.advance("crop", len(group))
+    for r in (r for r in records if r.index is None):
+        try:
+            with Image.open(folder / r.file) as img:
+                img.load()
+                arr = _to_array(fit_image(img, params.size, params.fit))
+        except Exception as err:  # any decoder error means an unusable file, not a failed batch
+            summary.failed += 1
+            summary.reasons[f"unreadable ({type(err).__name__})"] += 1
+            log.debug("skip %s: %s", r.file, err)
+        else:
+            yield r, arr
+        progress.advance("crop", 1)
+
+
+def _label_for(r: Record, params: CropParams) -> Optional[str]:
+    if params.label_from == "source":
+        return r.label
+    if params.label_from == "tags":
+        return label_from_tags(r.tags, params)
+    return None
+
+
+def crop_resize(params: CropParams, progress: Progress = SILENT) -> CropSummary:
+    folder = Path(params.input)
+    records = read_manifest(folder / MANIFEST_NAME)
+    summary = CropSummary(mode="resize", out=Path(params.out), seen=len(records))
+    progress.start("crop", total=len(records), description="resize")
+    kept: list[Record] = []
+    arrays: list[np.ndarray] = []
+    for r, arr in _load_inputs(records, folder, params, summary, progress):
+        kept.append(Record(file="", label=_label_for(r, params), split=r.split, md5=r.md5, id=r.id, tags=r.tags,
+                           source_url=r.source_url, extra={"input_file": r.file, **({"input_index": r.index} if r.index is not None else {})}))
+        arrays.append(arr)
+    progress.finish("crop")
+    if params.label_from in ("tags",):
+        before = len(kept)
+        pairs = [(r, a) for r, a in zip(kept, arrays) if r.label is not None]
+        if before > len(pairs):
+            summary.reasons["no label"] += before - len(pairs)
+        kept, arrays = [p[0] for p in pairs], [p[1] for p in pairs]
+    source_order = _source_classes(folder)
+    write_crop_outputs(Path(params.out), arrays, kept, params, summary, source_order)
+    return summary
+
+
+def _source_classes(folder: Path) -> list[str] | None:
+    meta = folder / "meta.json"
+    if meta.exists():
+        import json
+
+        return json.loads(meta.read_text()).get("classes")
+    return None
+
+
+def _unify_channels(arrays: list[np.ndarray], channels: Any) -> np.ndarray:
+    want = channels if channels != "auto" else (1 if all(a.shape[-1] == 1 for a in arrays) else 3)
+    fixed = [a if a.shape[-1] == want else (np.repeat(a, 3, axis=-1) if want == 3 else _grey(a)) for a in arrays]
+    return np.stack(fixed).astype(np.uint8)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).round().astype(np.uint8)[..., None]
+
+
+def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record], params: CropParams,
+                       summary: CropSummary, class_order: list[str] | None = None) -> None:
+    """Settle labels, then write shards, manifest, meta.json, preview.png and metrics atomically.
+
+    `records[i]` describes `arrays[i]`; its file/index/label_id are filled in here.
+    """
+    settled, classes = settle_classes([r.label for r in records], params, order=class_order)
+    keep = [i for i, (r, label) in enumerate(zip(records, settled)) if label is not None or r.label is None]
+    if len(records) > len(keep):
+        summary.reasons["small class"] += len(records) - len(keep)
+    if not keep:
+        raise CropError(f"no images left to write to {out} ({dict(summary.reasons)})")
+    ids = {name: i for i, name in enumerate(classes)}
+    images = _unify_channels([arrays[i] for i in keep], params.channels)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("shard-*.npy"):
+        stale.unlink()
+    locations = write_shards(out, images, params.shard_size, prefix="shard")
+    final: list[Record] = []
+    for (file, index), i in zip(locations, keep):
+        r = records[i]
+        r.file, r.index, r.label = file, index, settled[i]
+        r.label_id = ids.get(r.label) if r.label is not None else None
+        final.append(r)
+    write_manifest(out / MANIFEST_NAME, final)
+    summary.kept = len(final)
+    summary.labels = dict(Counter(r.label or "(none)" for r in final))
+    meta = {"classes": classes, "size": params.size, "channels": int(images.shape[-1]), "count": len(final),
+            "seed": params.seed, "params": to_jsonable(params)}
+    write_json(out / "meta.json", meta)
+    save_png(out / "preview.png", preview_grid(images, final, classes))
+    write_json(Path(params.metrics), summary.metrics())
+
+
+def preview_grid(images: np.ndarray, records: list[Record], classes: list[str], per_row: int = 12) -> np.ndarray:
+    """One row per class (up to 16 rows), or a plain grid for unlabelled data."""
+    if not classes:
+        n = min(len(images), 12 * per_row)
+        return image_grid(images[:n], rows=(n + per_row - 1) // per_row, cols=per_row)
+    rows: list[int] = []
+    for cid in range(min(len(classes), 16)):
+        idx = [i for i, r in enumerate(records) if r.label_id == cid][:per_row]
+        rows.extend(idx + [-1] * (per_row - len(idx)))
+    blank = np.full((1, *images.shape[1:]), 255, np.uint8)
+    picked = np.concatenate([images, blank])[rows]
+    return image_grid(picked, rows=len(rows) // per_row, cols=per_row)

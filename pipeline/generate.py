@@ -1,0 +1,344 @@
+"""The generate stage: draw candidates, score them with D, keep the best, write PNGs.
+
+Every candidate has its own seed (`generate.seed + i`): its latent is drawn from a
+generator seeded with it and its label is `i mod K`, so any kept sample is regenerated
+exactly from its manifest line. Ranking keeps only a bounded top-N of (score, seed, label)
+while candidates stream past; the survivors are rendered at the end, so memory does not
+grow with the oversampling factor.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from pipeline.checkpoint import file_sha256, load_checkpoint
+from pipeline.config import GenerateParams, to_jsonable
+from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.io import atomic_path, image_grid, save_png, write_json
+from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
+from pipeline.models import Discriminator, Generator, ModelConfig
+from pipeline.progress import SILENT, Progress
+from pipeline.train import standing_stats, to_uint8
+
+log = logging.getLogger(__name__)
+HISTOGRAM_SAMPLE = 200_000  # candidate scores kept for the histogram, whatever the count
+
+
+def safe_name(label: str | None) -> str:
+    """A folder name from a label: no separators, no dots at the start, never empty."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label or "unlabelled").strip("._") or "class"
+    return name[:64]
+
+
+def class_dirs(classes: list[str]) -> list[str]:
+    """One distinct safe folder per class (a numeric suffix breaks collisions)."""
+    dirs: list[str] = []
+    for label in classes or [None]:  # type: ignore[list-item]
+        name, n = safe_name(label), 1
+        while name in dirs:
+            n += 1
+            name = f"{safe_name(label)}_{n}"
+        dirs.append(name)
+    return dirs
+
+
+class TopK:
+    """The `capacity` highest scores seen, as parallel arrays; memory stays O(capacity + batch)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.scores = np.empty(0, np.float32)
+        self.seeds = np.empty(0, np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_n = 0
+
+    def add(self, scores: np.ndarray, seeds: np.ndarray) -> None:
+        self._pending.append((scores.astype(np.float32), seeds.astype(np.int64)))
+        self._pending_n += len(scores)
+        if self._pending_n >= max(self.capacity, 4096):
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._pending:
+            return
+        scores = np.concatenate([self.scores, *(p[0] for p in self._pending)])
+        seeds = np.concatenate([self.seeds, *(p[1] for p in self._pending)])
+        self._pending, self._pending_n = [], 0
+        order = np.lexsort((seeds, -scores))[: self.capacity]  # best first, ties by seed
+        self.scores, self.seeds = scores[order], seeds[order]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, seeds), best first."""
+        self._compact()
+        return self.scores, self.seeds
+
+
+@dataclass
+class Sampler:
+    """G (EMA) and D rebuilt from a checkpoint alone, ready to draw and score by seed."""
+
+    g: Generator
+    d: Discriminator
+    cfg: ModelConfig
+    classes: list[str]
+    device: torch.device
+    precision: str
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: torch.device, precision: str) -> "Sampler":
+        state = load_checkpoint(path, map_location="cpu")
+        cfg = ModelConfig(**state["model_config"])
+        g, d = Generator(cfg), Discriminator(cfg)
+        g.load_state_dict(state["g_ema"])
+        d.load_state_dict(state["d"])
+        g.to(device, memory_format=torch.channels_last)
+        d.to(device, memory_format=torch.channels_last)
+        standing_stats(g, cfg, device)
+        g.eval().requires_grad_(False)
+        d.eval().requires_grad_(False)
+        classes = list(state.get("classes") or []) if cfg.num_classes else []
+        return cls(g, d, cfg, classes, device, precision)
+
+    @property
+    def num_labels(self) -> int:
+        return max(self.cfg.num_classes, 1)
+
+    def latents(self, seeds: np.ndarray) -> torch.Tensor:
+        """z for each seed, independent of batching: seed s always gives the same z."""
+        gen = torch.Generator()
+        out = torch.empty(len(seeds), self.cfg.z_dim)
+        for i, s in enumerate(seeds.tolist()):
+            gen.manual_seed(int(s))
+            out[i] = torch.randn(self.cfg.z_dim, generator=gen)
+        return out
+
+    @torch.no_grad()
+    def images_and_scores(self, seeds: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        z = self.latents(seeds).to(self.device)
+        y = torch.from_numpy(labels).to(self.device)
+        with autocast(self.device, self.precision):
+            images = self.g(z, y)
+            scores = self.d(images, y)
+        return images, scores.float().cpu().numpy()
+
+
+@dataclass
+class GenerateSummary:
+    out: Path
+    candidates: int = 0
+    kept: int = 0
+    written: int = 0
+    seconds_scoring: float = 0.0
+    seconds_total: float = 0.0
+    score_stats: dict[str, float] = field(default_factory=dict)
+
+    def rows(self) -> dict[str, Any]:
+        rate = self.candidates / self.seconds_scoring if self.seconds_scoring else 0.0
+        return {"output": str(self.out), "candidates scored": self.candidates, "kept": self.kept,
+                "images written": self.written, "candidates/s": round(rate, 1),
+                "total seconds": round(self.seconds_total, 1), "kept scores": self.score_stats}
+
+
+def quotas(count: int, groups: int) -> list[int]:
+    """Split `count` as evenly as possible over `groups` (the first groups get the remainder)."""
+    base, extra = divmod(count, groups)
+    return [base + (1 if i < extra else 0) for i in range(groups)]
+
+
+def candidate_batches(first_seed: int, total: int, num_labels: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(seeds, labels) batches; candidate i has seed first_seed + i and label i mod K."""
+    for start in range(0, total, batch_size):
+        idx = np.arange(start, min(start + batch_size, total), dtype=np.int64)
+        yield first_seed + idx, idx % num_labels
+
+
+def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT) -> tuple[list[TopK], np.ndarray, int]:
+    """Score all candidates; return per-group top-N, a bounded sample of all scores, and the count."""
+    k = sampler.num_labels
+    per_class = params.per_class and k > 1
+    oversample = params.oversample if params.ranked else 1
+    caps = quotas(params.count, k) if per_class else [params.count]
+    # Unranked still draws labels evenly: exactly count candidates, all kept.
+    total = params.count * oversample
+    heaps = [TopK(c) for c in caps]
+    sample: list[np.ndarray] = []
+    sampled = 0
+    progress.start("score", total=total, description="generate + score" if params.ranked else "generate")
+    for seeds, labels in candidate_batches(params.seed, total, k, params.batch_size):
+        _, scores = sampler.images_and_scores(seeds, labels)
+        if per_class:
+            for c in np.unique(labels):
+                mask = labels == c
+                heaps[c].add(scores[mask], seeds[mask])
+        else:
+            heaps[0].add(scores, seeds)
+        if sampled < HISTOGRAM_SAMPLE:
+            sample.append(scores[: HISTOGRAM_SAMPLE - sampled])
+            sampled += len(sample[-1])
+        progress.advance("score", len(seeds))
+    progress.finish("score")
+    return heaps, np.concatenate(sample) if sample else np.empty(0), total
+
+
+def kept_entries(heaps: list[TopK], params: GenerateParams, num_labels: int) -> list[tuple[int, int, float, int]]:
+    """(label, seed, score, rank) for every survivor, ordered by label then rank."""
+    entries = []
+    for scores, seeds in (h.result() for h in heaps):
+        for rank, (score, seed) in enumerate(zip(scores.tolist(), seeds.tolist()), 1):
+            label = int((seed - params.seed) % num_labels)
+            entries.append((label, int(seed), float(score), rank))
+    entries.sort(key=lambda e: (e[0], e[3]) if params.per_class else (e[3], e[0]))
+    return entries
+
+
+def _write_pngs(paths: list[str], images: np.ndarray) -> int:
+    for path, img in zip(paths, images):
+        save_png(Path(path), img)
+    return len(paths)
+
+
+class PngWriter:
+    """Encodes PNGs in worker processes while the main process keeps the model busy."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self.pending: list[Future] = []
+        self.written = 0
+        self.limit = 2 * max(workers, 1)
+
+    def submit(self, paths: list[str], images: np.ndarray) -> None:
+        if self.pool is None:
+            self.written += _write_pngs(paths, images)
+            return
+        self.pending.append(self.pool.submit(_write_pngs, paths, images))
+        while len(self.pending) > self.limit:  # bound memory held by queued batches
+            self.written += self.pending.pop(0).result()
+
+    def close(self) -> int:
+        for fut in self.pending:
+            self.written += fut.result()
+        self.pending = []
+        if self.pool is not None:
+            self.pool.shutdown()
+        return self.written
+
+
+def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Path, dirs: list[str],
+           params: GenerateParams, progress: Progress = SILENT) -> tuple[list[Record], np.ndarray, int]:
+    """Regenerate survivors from their seeds, write PNGs; return records, a preview grid and the count written."""
+    records = [
+        Record(file=f"images/{dirs[label]}/seed{seed}.png",
+               label=sampler.classes[label] if sampler.classes else None,
+               label_id=label if sampler.classes else None, split="train", source="synthetic",
+               score=round(score, 6), seed=seed, rank=rank if params.ranked else None,
+               extra={} if not params.scores_only else {"rendered": False})
+        for label, seed, score, rank in entries
+    ]
+    preview = _preview(sampler, entries)
+    if params.scores_only:
+        return records, preview, 0
+    writer = PngWriter(params.writers)
+    progress.start("write", total=len(entries), description="write PNGs")
+    for d in set(dirs):
+        (out / "images" / d).mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(entries), params.batch_size):
+        chunk = entries[start:start + params.batch_size]
+        seeds = np.array([e[1] for e in chunk], np.int64)
+        labels = np.array([e[0] for e in chunk], np.int64)
+        images, _ = sampler.images_and_scores(seeds, labels)
+        writer.submit([str(out / r.file) for r in records[start:start + len(chunk)]], to_uint8(images))
+        progress.advance("write", len(chunk))
+    written = writer.close()
+    progress.finish("write")
+    return records, preview, written
+
+
+def _preview(sampler: Sampler, entries: list[tuple[int, int, float, int]], per_row: int = 10) -> np.ndarray:
+    """The best `per_row` kept samples of each class, one row per class."""
+    picked = []
+    for label in range(sampler.num_labels):
+        picked += [e for e in entries if e[0] == label][:per_row]
+    picked = picked[: sampler.num_labels * per_row]
+    seeds = np.array([e[1] for e in picked], np.int64)
+    labels = np.array([e[0] for e in picked], np.int64)
+    images = to_uint8(sampler.images_and_scores(seeds, labels)[0]) if len(picked) else np.zeros((0, 1, 1, 1), np.uint8)
+    cols = per_row
+    return image_grid(images, rows=max(1, (len(images) + cols - 1) // cols), cols=cols)
+
+
+def plot_scores(all_scores: np.ndarray, kept: np.ndarray, path: Path) -> None:
+    """Histogram of candidate scores with the kept ones overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    bins = np.histogram_bin_edges(np.concatenate([all_scores, kept]) if len(all_scores) else kept, bins=60)
+    ax.hist(all_scores, bins=bins, alpha=0.5, label=f"all candidates (sample of {len(all_scores)})", density=True)
+    ax.hist(kept, bins=bins, alpha=0.6, label=f"kept ({len(kept)})", density=True)
+    ax.set_xlabel("discriminator score (logit for its own label)")
+    ax.set_ylabel("density")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run(params: GenerateParams, progress: Progress = SILENT) -> GenerateSummary:
+    started = time.perf_counter()
+    device = resolve_device(params.device)
+    precision = resolve_precision(params.precision, device)
+    set_threads(params.threads)
+    sampler = Sampler.from_checkpoint(params.checkpoint, device, precision)
+    out = Path(params.out)
+    summary = GenerateSummary(out=out)
+    t0 = time.perf_counter()
+    heaps, score_sample, summary.candidates = select(sampler, params, progress)
+    summary.seconds_scoring = time.perf_counter() - t0
+    entries = kept_entries(heaps, params, sampler.num_labels)
+    dirs = class_dirs(sampler.classes)
+    _clear_previous(out)
+    records, preview, summary.written = render(sampler, entries, out, dirs, params, progress)
+    kept_scores = np.array([e[2] for e in entries], np.float32)
+    summary.kept = len(records)
+    summary.score_stats = _stats(kept_scores)
+    save_png(out / "grid.png", preview)
+    plot_scores(score_sample, kept_scores, out / "scores.png")
+    summary.seconds_total = time.perf_counter() - started
+    write_json(out / "meta.json", {
+        "checkpoint": str(params.checkpoint), "checkpoint_sha256": file_sha256(params.checkpoint),
+        "classes": sampler.classes, "class_dirs": dirs if sampler.classes else [], "count": summary.kept,
+        "candidates": summary.candidates, "seed": params.seed, "ranked": params.ranked,
+        "score_stats": summary.score_stats, "all_score_stats": _stats(score_sample),
+        "model_config": sampler.cfg.to_dict(), "params": to_jsonable(params),
+        "timing": {"seconds_scoring": round(summary.seconds_scoring, 2), "seconds_total": round(summary.seconds_total, 2)},
+    })
+    write_manifest(out / MANIFEST_NAME, records)  # last: its presence means the folder is complete
+    return summary
+
+
+def _clear_previous(out: Path) -> None:
+    """Drop an earlier run's manifest first (so the folder never looks complete), then its images."""
+    import shutil
+
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    shutil.rmtree(out / "images", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _stats(x: Iterable[float] | np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, dtype=np.float64)
+    if not len(x):
+        return {}
+    return {"mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4), "min": round(float(x.min()), 4),
+            "p50": round(float(np.median(x)), 4), "max": round(float(x.max()), 4)}

@@ -1,0 +1,134 @@
+"""Class-conditional DCGAN: the architecture only, sized from the image side (32, 64, 96, 128).
+
+G is conditioned through class-conditional batch norm (a per-class gain and bias after
+each normalisation), D through a projection head (Miyato & Koyama 2018). With one class or
+none both reduce to the plain DCGAN.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm as _sn
+
+from pipeline.config import SUPPORTED_SIZES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    size: int = 32
+    channels: int = 1
+    num_classes: int = 0          # 0 = unconditional
+    z_dim: int = 64
+    g_channels: int = 64
+    d_channels: int = 64
+    embed_dim: int = 32
+    d_norm: str = "spectral"      # spectral | batch | none
+
+    def __post_init__(self) -> None:
+        if self.size not in SUPPORTED_SIZES:
+            raise ValueError(f"size {self.size} is not one of {SUPPORTED_SIZES}")
+        if self.d_norm not in ("spectral", "batch", "none"):
+            raise ValueError(f"d_norm {self.d_norm!r} is not one of spectral, batch, none")
+
+    @property
+    def base(self) -> int:
+        """Side of the first feature map: 96 = 3 * 2^5, the rest are 4 * 2^k."""
+        return 3 if self.size == 96 else 4
+
+    @property
+    def n_up(self) -> int:
+        return (self.size // self.base).bit_length() - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm whose gain and bias come from the class label (plain affine BN without classes)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.bn = nn.BatchNorm2d(channels, affine=num_classes == 0)
+        if num_classes:
+            self.gain = nn.Embedding(num_classes, channels)
+            self.bias = nn.Embedding(num_classes, channels)
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        x = self.bn(x)
+        if not self.num_classes:
+            return x
+        return x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch = [cfg.g_channels * 2 ** (cfg.n_up - 1 - i) for i in range(cfg.n_up)]
+        in_dim = cfg.z_dim + (cfg.embed_dim if cfg.num_classes else 0)
+        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
+        self.project = nn.Linear(in_dim, ch[0] * cfg.base * cfg.base, bias=False)
+        self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes) for c in ch])
+        self.ups = nn.ModuleList(
+            [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(cfg.n_up - 1)]
+        )
+        self.to_image = nn.ConvTranspose2d(ch[-1], cfg.channels, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        y = y if self.cfg.num_classes else None
+        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        h = self.project(h).view(z.shape[0], -1, self.cfg.base, self.cfg.base)
+        h = torch.relu(self.norms[0](h, y))
+        for up, norm in zip(self.ups, self.norms[1:]):
+            h = torch.relu(norm(up(h), y))
+        return torch.tanh(self.to_image(h))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        wrap = _sn if cfg.d_norm == "spectral" else (lambda m: m)
+        ch = [cfg.d_channels * 2 ** i for i in range(cfg.n_up)]
+        layers: list[nn.Module] = [wrap(nn.Conv2d(cfg.channels, ch[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        for i in range(cfg.n_up - 1):
+            layers.append(wrap(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm != "batch")))
+            if cfg.d_norm == "batch":
+                layers.append(nn.BatchNorm2d(ch[i + 1]))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        self.features = nn.Sequential(*layers)
+        self.head = wrap(nn.Linear(ch[-1], 1))
+        self.project = wrap(nn.Embedding(cfg.num_classes, ch[-1])) if cfg.num_classes else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per image: higher means 'more like real data of class y'."""
+        h = self.features(x).sum(dim=(2, 3))
+        out = self.head(h).squeeze(1)
+        if self.project is not None:
+            out = out + (self.project(y) * h).sum(dim=1)
+        return out
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) for convs and linears, N(1, 0.02) for BN gains."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            weight = getattr(m, "weight_orig", m.weight)
+            nn.init.normal_(weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    g, d = Generator(cfg), Discriminator(cfg)
+    init_weights(g)
+    init_weights(d)
+    return g, d

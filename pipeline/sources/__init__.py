@@ -1,0 +1,1 @@
+"""Crawl sources. Each exposes one function `(CrawlParams, Progress) -> CrawlSummary`."""

@@ -1,0 +1,379 @@
+"""The train stage: a (conditional) DCGAN over the crop stage's shards.
+
+The whole training split lives in memory as one uint8 tensor on the device and is
+normalised per batch, so no DataLoader decodes images each epoch. Every random choice
+(weights, data order, noise) comes from the seed, and the checkpoint holds all the state a
+resumed run needs to continue exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import __version__
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import TrainParams, to_jsonable
+from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.io import ShardReader, atomic_path, image_grid, save_png, write_json
+from pipeline.losses import d_loss, g_loss, gradient_penalty
+from pipeline.manifest import MANIFEST_NAME, read_manifest
+from pipeline.models import Discriminator, Generator, ModelConfig, build
+from pipeline.progress import SILENT, Progress
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainError(RuntimeError):
+    """Training cannot start (no data, bad checkpoint for --resume, ...)."""
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor          # N x C x H x W uint8, on the device
+    labels: torch.Tensor          # N int64, on the device (zeros when unlabelled)
+    classes: list[str]
+    meta: dict[str, Any]
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    steps: int = 0
+    epochs: int = 0
+    images_seen: int = 0
+    seconds: float = 0.0
+    resumed_from: int | None = None
+    finished: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> dict[str, Any]:
+        return {"output": str(self.out), "steps": self.steps, "epochs": self.epochs,
+                "resumed from step": self.resumed_from if self.resumed_from is not None else "-",
+                "finished": self.finished, **self.metrics}
+
+
+def load_training_data(folder: Path, device: torch.device) -> TrainingData:
+    """The crop output's train split as uint8 tensors on `device`."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).exists():
+        raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
+    meta = json.loads((folder / "meta.json").read_text())
+    records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == "train"]
+    if not records:
+        raise TrainError(f"train.input: {folder} has no images in the train split")
+    reader = ShardReader(folder)
+    shards: dict[str, np.ndarray] = {}
+    rows = []
+    for r in records:
+        if r.file not in shards:
+            shards[r.file] = reader.load_all(r.file)
+        rows.append(shards[r.file][r.index])
+    images = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([r.label_id if r.label_id is not None else 0 for r in records], dtype=torch.long)
+    return TrainingData(images.to(device), labels.to(device), list(meta.get("classes", [])), meta)
+
+
+def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
+    conditional = {"yes": True, "no": False, "auto": len(data.classes) >= 2}[params.conditional]
+    if conditional and len(data.classes) < 2:
+        raise TrainError(f"train.conditional: 'yes' needs 2+ classes, the data has {len(data.classes)}")
+    d_norm = "none" if params.loss == "wgan-gp" else ("spectral" if params.spectral_norm else "batch")
+    return ModelConfig(size=data.images.shape[-1], channels=data.images.shape[1],
+                       num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
+                       g_channels=params.g_channels, d_channels=params.d_channels,
+                       embed_dim=params.embed_dim, d_norm=d_norm)
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], channels_last for faster convolutions."""
+    return batch.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float [-1, 1] N x C x H x W -> uint8 N x H x W x C."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+@torch.no_grad()
+def standing_stats(g: Generator, cfg: ModelConfig, device: torch.device, batches: int = 16, batch_size: int = 256) -> None:
+    """Re-estimate G's batch-norm statistics from its own samples (BigGAN's 'standing stats').
+
+    Sampling runs G in eval mode, so each image depends only on its own seed; the running
+    statistics copied from the trained G do not match the EMA weights, these do.
+    """
+    gen = torch.Generator().manual_seed(12345)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
+        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
+        g(z, y)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    g.eval()
+
+
+def fixed_grid_inputs(cfg: ModelConfig, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Fixed noise for the epoch grids: one row per class (8 x 8 when unconditional)."""
+    rows = cfg.num_classes or 8
+    cols = per_class if cfg.num_classes else 8
+    gen = torch.Generator().manual_seed(seed + 7919)
+    z = torch.randn(rows * cols, cfg.z_dim, generator=gen)
+    y = torch.arange(rows).repeat_interleave(cols) if cfg.num_classes else torch.zeros(rows * cols, dtype=torch.long)
+    return z, y, cols
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[dict[str, bool]]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each whole step."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no handlers, no graceful stop
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Holds the models, optimisers and counters of one run; `fit` runs the loop."""
+
+    def __init__(self, params: TrainParams, data: TrainingData, device: torch.device, precision: str) -> None:
+        self.params, self.data, self.device, self.precision = params, data, device, precision
+        torch.manual_seed(params.seed)
+        self.cfg = model_config(params, data)
+        self.g, self.d = build(self.cfg)
+        self.g_ema = Generator(self.cfg)
+        self.g_ema.load_state_dict(self.g.state_dict())
+        for m in (self.g, self.d, self.g_ema):
+            m.to(device, memory_format=torch.channels_last)
+        self.g_ema.eval().requires_grad_(False)
+        adam = dict(betas=(params.beta1, params.beta2), foreach=True)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
+        self.noise = torch.Generator().manual_seed(params.seed + 1)
+        self.step = 0
+        self.history: list[list[float]] = []
+        self.out = Path(params.out)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data.images) // self.params.batch_size
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.num_classes > 0
+
+    # --- state -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": __version__, "model_config": self.cfg.to_dict(), "classes": self.data.classes,
+            "params": to_jsonable(self.params), "data_meta": {k: v for k, v in self.data.meta.items() if k != "params"},
+            "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
+            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state["model_config"] != self.cfg.to_dict():
+            raise TrainError("train --resume: the checkpoint was made with other model settings; "
+                             "start afresh without --resume or restore the old params")
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.noise.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.history = state["history"].tolist()
+
+    def save(self) -> None:
+        save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
+        self.write_history()
+
+    def write_history(self) -> None:
+        with atomic_path(self.out / "losses.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(HISTORY_COLUMNS)
+            writer.writerows([int(r[0]), int(r[1]), *(f"{v:.5f}" for v in r[2:])] for r in self.history)
+
+    # --- one step ----------------------------------------------------------------
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.z_dim, generator=self.noise).to(self.device)
+        if not self.conditional:
+            return z, None
+        return z, torch.randint(self.cfg.num_classes, (n,), generator=self.noise).to(self.device)
+
+    def train_step(self, idx: torch.Tensor) -> list[float]:
+        p = self.params
+        real = to_float(self.data.images[idx.to(self.data.images.device)])
+        y_real = self.data.labels[idx.to(self.data.labels.device)] if self.conditional else None
+        n = real.shape[0]
+        for _ in range(p.d_steps):
+            z, y_fake = self._noise(n)
+            with autocast(self.device, self.precision):
+                with torch.no_grad():
+                    fake = self.g(z, y_fake)
+                out_real, out_fake = self.d(real, y_real), self.d(fake, y_fake)
+                loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
+            if p.loss == "wgan-gp":
+                loss_d = loss_d + p.gp_weight * gradient_penalty(self.d, real, fake.float(), y_real, self.noise_gp())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        z, y_fake = self._noise(n)
+        with autocast(self.device, self.precision):
+            out_gen = self.d(self.g(z, y_fake), y_fake)
+            loss_g = g_loss(p.loss, out_gen.float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        decay = 0.0 if self.step < p.ema_start else p.ema_decay
+        update_ema(self.g_ema, self.g, decay)
+        return [loss_d.item(), loss_g.item(), out_real.float().mean().item(), out_fake.float().mean().item()]
+
+    def noise_gp(self) -> torch.Generator | None:
+        # CUDA generators cannot draw on the CPU generator; the CPU path stays exactly reproducible.
+        return self.noise if self.device.type == "cpu" else None
+
+    # --- outputs -------------------------------------------------------------------
+    def sample_grid(self, name: str) -> Path:
+        standing_stats(self.g_ema, self.cfg, self.device)
+        z, y, cols = fixed_grid_inputs(self.cfg, self.params.grid_per_class, self.params.seed)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            images = to_uint8(self.g_ema(z.to(self.device), y.to(self.device)))
+        path = self.out / "samples" / f"{name}.png"
+        save_png(path, image_grid(images, rows=len(images) // cols, cols=cols))
+        return path
+
+    # --- the loop --------------------------------------------------------------------
+    def fit(self, progress: Progress = SILENT) -> TrainSummary:
+        p, spe = self.params, self.steps_per_epoch
+        if spe == 0:
+            raise TrainError(f"train.batch_size: {p.batch_size} is larger than the {len(self.data.images)} training images")
+        total = p.epochs * spe if p.max_steps is None else min(p.epochs * spe, p.max_steps)
+        summary = TrainSummary(out=self.out, resumed_from=self.step or None)
+        start_step, started = self.step, time.perf_counter()
+        progress.start("train", total=p.epochs * spe, description="train")
+        progress.advance("train", self.step)
+        with stop_requests() as stop:
+            while self.step < total:
+                epoch, batch = divmod(self.step, spe)
+                order = epoch_order(len(self.data.images), p.seed, epoch)
+                for b in range(batch, spe):
+                    row = self.train_step(order[b * p.batch_size:(b + 1) * p.batch_size])
+                    self.history.append([self.step, epoch, *row])
+                    self.step += 1
+                    progress.advance("train", 1, epoch=epoch + 1, loss_d=f"{row[0]:.3f}", loss_g=f"{row[1]:.3f}")
+                    if b == spe - 1:
+                        self.sample_grid(f"epoch-{epoch + 1:03d}")
+                        self.save()
+                    elif self.step % p.checkpoint_every == 0:
+                        self.save()
+                    if stop["stop"] or self.step >= total:
+                        break
+                if stop["stop"]:
+                    self.save()
+                    raise Interrupted(f"stopped at step {self.step}; continue with `augment train --resume`")
+        self.save()
+        summary.seconds = time.perf_counter() - started
+        summary.steps, summary.epochs = self.step, self.step // spe
+        summary.images_seen = (self.step - start_step) * p.batch_size
+        summary.finished = self.step >= p.epochs * spe
+        summary.metrics = self.final_metrics(summary)
+        return summary
+
+    def final_metrics(self, summary: TrainSummary) -> dict[str, Any]:
+        last = np.array(self.history[-self.steps_per_epoch:])[:, 2:] if self.history else np.zeros((1, 4))
+        means = dict(zip(HISTORY_COLUMNS[2:], last.mean(axis=0).round(5).tolist()))
+        rate = summary.images_seen / summary.seconds if summary.seconds > 0 else 0.0
+        return {**means, "images_per_second": round(rate, 1), "train_seconds": round(summary.seconds, 1),
+                "device": self.device.type, "precision": self.precision, "classes": len(self.data.classes)}
+
+
+def plot_losses(history: list[list[float]], path: Path) -> None:
+    """Loss curves (raw and smoothed) as a PNG next to losses.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = np.array(history)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    window = max(1, len(h) // 50)
+    kernel = np.ones(window) / window
+    for col, name in ((2, "loss_d"), (3, "loss_g")):
+        ax.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.6)
+        if len(h) >= window:
+            ax.plot(h[window - 1:, 0], np.convolve(h[:, col], kernel, mode="valid"), label=name, linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT) -> TrainSummary:
+    device = resolve_device(params.device)
+    precision = resolve_precision(params.precision, device)
+    threads = set_threads(params.threads)
+    data = load_training_data(params.input, device)
+    trainer = Trainer(params, data, device, precision)
+    checkpoint = Path(params.out) / CHECKPOINT_NAME
+    if resume:
+        if not checkpoint.exists():
+            raise TrainError(f"train --resume: no checkpoint at {checkpoint}")
+        trainer.restore(load_checkpoint(checkpoint, map_location=device))
+    summary = trainer.fit(progress)
+    plot_losses(trainer.history, Path(params.out) / "losses.png")
+    summary.metrics["threads"] = threads
+    write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,
+                                      "loss": params.loss, **summary.metrics})
+    return summary

@@ -1,0 +1,1 @@
+"""Thin Typer commands, one module per pipeline stage."""

@@ -1,0 +1,97 @@
+"""What every stage command shares: params loading, option help, errors, progress, summaries."""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.config import ParamsError, allowed_values, field_help, load_section
+from pipeline.progress import Progress
+
+console = Console(stderr=True)
+log = logging.getLogger("augment")
+
+PARAMS_OPTION = typer.Option("--params", "-p", help="Params file to read this stage's section from.", show_default=True)
+
+
+def option(model: type, name: str, *flags: str, **kwargs: Any) -> Any:
+    """A Typer option that overrides one params.yaml value; help shows the shipped default."""
+    description, default = field_help(model, name)
+    choices = allowed_values(model, name)
+    if choices:
+        description += f" One of: {', '.join(map(str, choices))}."
+    flag = flags or ("--" + name.replace("_", "-"),)
+    return typer.Option(*flag, help=description, show_default=f"{default}, from params.yaml", **kwargs)
+
+
+def load(params_path: Path, section: str, overrides: dict[str, Any]) -> Any:
+    """Load and validate a section, turning a bad value into a one-line error and exit code 2."""
+    try:
+        return load_section(params_path, section, overrides)
+    except ParamsError as err:
+        fail(str(err), code=2)
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class RichProgress(Progress):
+    """Renders the library's progress events as rich progress bars on stderr."""
+
+    def __init__(self, bar: RichBar) -> None:
+        self.bar = bar
+        self.tasks: dict[str, Any] = {}
+        self.labels: dict[str, str] = {}
+
+    def start(self, name: str, total: int | None = None, description: str = "") -> None:
+        self.labels[name] = description or name
+        self.tasks[name] = self.bar.add_task(self.labels[name], total=total, counters="")
+
+    def advance(self, name: str, n: int = 1, **counters: Any) -> None:
+        if name not in self.tasks:
+            self.start(name)
+        text = "  ".join(f"{k}={v}" for k, v in counters.items())
+        self.bar.update(self.tasks[name], advance=n, counters=text)
+
+    def finish(self, name: str) -> None:
+        if name in self.tasks:
+            task = self.bar.tasks[self.tasks[name]]
+            if task.total is None:
+                self.bar.update(self.tasks[name], total=task.completed)
+
+
+@contextmanager
+def progress() -> Iterator[RichProgress]:
+    bar = RichBar(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[counters]}"),
+        console=console, transient=False,
+    )
+    with bar:
+        yield RichProgress(bar)
+
+
+def summary(title: str, rows: dict[str, Any]) -> None:
+    """The one-screen summary every stage ends with."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(str(key), _fmt(value))
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "-"
+    return str(value)

@@ -1,0 +1,45 @@
+"""`augment crawl`: import the embedded dataset or a folder, or crawl a Moebooru board."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.config import CrawlParams as P
+from stages.common import PARAMS_OPTION, console, fail, load, option, progress, summary
+
+
+def command(
+    source: Annotated[Optional[str], option(P, "source")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    root: Annotated[Optional[Path], option(P, "root")] = None,
+    limit: Annotated[Optional[int], option(P, "limit")] = None,
+    base_url: Annotated[Optional[str], option(P, "base_url")] = None,
+    tags: Annotated[Optional[str], option(P, "tags")] = None,
+    pages: Annotated[Optional[int], option(P, "pages")] = None,
+    max_images: Annotated[Optional[int], option(P, "max_images")] = None,
+    start_page: Annotated[Optional[int], option(P, "start_page")] = None,
+    rating: Annotated[Optional[str], option(P, "rating")] = None,
+    variant: Annotated[Optional[str], option(P, "variant")] = None,
+    mode: Annotated[Optional[str], option(P, "mode")] = None,
+    workers: Annotated[Optional[int], option(P, "workers")] = None,
+    delay: Annotated[Optional[float], option(P, "delay")] = None,
+    timeout: Annotated[Optional[float], option(P, "timeout")] = None,
+    respect_robots: Annotated[Optional[bool], option(P, "respect_robots", "--robots/--no-robots")] = None,
+    seed: Annotated[Optional[int], option(P, "seed")] = None,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Fetch images and their labels or tags into the crawl output folder."""
+    overrides = {k: v for k, v in locals().items() if k != "params"}
+    cfg: P = load(params, "crawl", overrides)
+    from pipeline.crawl import CrawlError, run
+
+    try:
+        with progress() as bar:
+            result = run(cfg, bar)
+    except CrawlError as err:
+        fail(str(err))
+    summary(f"crawl ({cfg.source})", result.rows())
+    if not result.ok:
+        fail(f"nothing was kept from {result.due} images due; see {cfg.out / 'failures.jsonl'}")

@@ -1,0 +1,35 @@
+"""`augment crop`: fit whole images or crop anime faces into uint8 shards with labels."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pipeline.config import CropParams as P
+from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+
+
+def command(
+    mode: Annotated[Optional[str], option(P, "mode")] = None,
+    input: Annotated[Optional[Path], option(P, "input")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    size: Annotated[Optional[int], option(P, "size")] = None,
+    fit: Annotated[Optional[str], option(P, "fit")] = None,
+    margin: Annotated[Optional[float], option(P, "margin")] = None,
+    label_from: Annotated[Optional[str], option(P, "label_from")] = None,
+    min_likelihood: Annotated[Optional[float], option(P, "min_likelihood")] = None,
+    keep: Annotated[Optional[str], option(P, "keep")] = None,
+    workers: Annotated[Optional[int], option(P, "workers")] = None,
+    seed: Annotated[Optional[int], option(P, "seed")] = None,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Fit images (resize) or detect and crop anime faces (faces) into training shards."""
+    overrides = {k: v for k, v in locals().items() if k != "params"}
+    cfg: P = load(params, "crop", overrides)
+    from pipeline.crop import CropError, run
+
+    try:
+        with progress() as bar:
+            result = run(cfg, bar)
+    except CropError as err:
+        fail(str(err))
+    summary(f"crop ({cfg.mode})", result.rows())

@@ -1,0 +1,27 @@
+"""`augment export`: write the labelled synthetic dataset (ImageFolder + manifest.csv + card)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pipeline.config import ExportParams as P
+from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+
+
+def command(
+    input: Annotated[Optional[Path], option(P, "input")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    include_real: Annotated[Optional[bool], option(P, "include_real", "--include-real/--synthetic-only")] = None,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Export generated samples (and optionally the real ones) as an ImageFolder dataset."""
+    overrides = {k: v for k, v in locals().items() if k != "params"}
+    cfg: P = load(params, "export", overrides)
+    from pipeline.export import ExportError, run
+
+    try:
+        with progress() as bar:
+            result = run(cfg, bar)
+    except ExportError as err:
+        fail(str(err))
+    summary("export", result.rows())

@@ -1,0 +1,38 @@
+"""`augment generate`: draw candidates from the trained model, rank them with D, write the best."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pipeline.config import GenerateParams as P
+from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+
+
+def command(
+    count: Annotated[Optional[int], option(P, "count")] = None,
+    ranked: Annotated[Optional[bool], option(P, "ranked", "--ranked/--unranked")] = None,
+    oversample: Annotated[Optional[int], option(P, "oversample")] = None,
+    per_class: Annotated[Optional[bool], option(P, "per_class", "--per-class/--overall")] = None,
+    batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
+    seed: Annotated[Optional[int], option(P, "seed")] = None,
+    checkpoint: Annotated[Optional[Path], option(P, "checkpoint")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    scores_only: Annotated[Optional[bool], option(P, "scores_only", "--scores-only/--images")] = None,
+    device: Annotated[Optional[str], option(P, "device")] = None,
+    precision: Annotated[Optional[str], option(P, "precision")] = None,
+    threads: Annotated[Optional[int], option(P, "threads")] = None,
+    writers: Annotated[Optional[int], option(P, "writers")] = None,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Generate labelled samples; with --ranked keep the best of --oversample candidates each."""
+    overrides = {k: v for k, v in locals().items() if k != "params"}
+    cfg: P = load(params, "generate", overrides)
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.generate import run
+
+    try:
+        with progress() as bar:
+            result = run(cfg, bar)
+    except CheckpointError as err:
+        fail(str(err))
+    summary("generate", result.rows())

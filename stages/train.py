@@ -1,0 +1,47 @@
+"""`augment train`: train the (conditional) DCGAN on the crop stage's shards."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.config import TrainParams as P
+from stages.common import PARAMS_OPTION, console, fail, load, option, progress, summary
+
+
+def command(
+    input: Annotated[Optional[Path], option(P, "input")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    loss: Annotated[Optional[str], option(P, "loss")] = None,
+    epochs: Annotated[Optional[int], option(P, "epochs")] = None,
+    max_steps: Annotated[Optional[int], option(P, "max_steps")] = None,
+    batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
+    lr_g: Annotated[Optional[float], option(P, "lr_g")] = None,
+    lr_d: Annotated[Optional[float], option(P, "lr_d")] = None,
+    checkpoint_every: Annotated[Optional[int], option(P, "checkpoint_every")] = None,
+    device: Annotated[Optional[str], option(P, "device")] = None,
+    precision: Annotated[Optional[str], option(P, "precision")] = None,
+    threads: Annotated[Optional[int], option(P, "threads")] = None,
+    seed: Annotated[Optional[int], option(P, "seed")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Train the DCGAN; writes checkpoints, per-epoch sample grids, losses.csv/png and metrics."""
+    overrides = {k: v for k, v in locals().items() if k not in ("params", "resume")}
+    cfg: P = load(params, "train", overrides)
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.train import Interrupted, TrainError, run
+
+    try:
+        with progress() as bar:
+            result = run(cfg, resume=resume, progress=bar)
+    except (TrainError, CheckpointError, RuntimeError) as err:
+        if isinstance(err, Interrupted):
+            fail(str(err), code=130)
+        if not isinstance(err, (TrainError, CheckpointError)) and "device" not in str(err):
+            raise
+        fail(str(err))
+    summary("train", result.rows())
+    if not result.finished:
+        console.print(f"stopped early at step {result.steps}; continue with `augment train --resume`")
