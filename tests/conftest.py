@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny real datasets made through the pipeline's own stages."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+HAVE_FMNIST = (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists()
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist is not installed (make test installs it)")
+
+# Tests use few threads: the machines have 2 cores and pytest runs one test at a time.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def bin_path(name: str) -> str:
+    """A console script of the environment running the tests."""
+    return str(Path(sys.executable).parent / name)
+
+
+def draw_shapes(n: int, size: int, seed: int = 0, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """n grey images of simple class-dependent shapes (square, disc, bar): data a GAN can learn fast."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size, 1), np.uint8)
+    labels = rng.integers(0, classes, n)
+    for i, c in enumerate(labels):
+        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+        r = rng.integers(size // 8, size // 4)
+        if c == 0:
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        elif c == 1:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        else:
+            mask = abs(xx - cx) < max(1, r // 3)
+        images[i, mask, 0] = rng.integers(150, 256)
+    return images, labels
+
+
+@pytest.fixture
+def shapes_folder(tmp_path: Path) -> Path:
+    """A labelled image folder (<root>/<label>/*.png) of 96 small PNGs, plus one corrupt file."""
+    from PIL import Image
+
+    root = tmp_path / "shapes"
+    images, labels = draw_shapes(96, 28, seed=1)
+    names = ["square", "disc", "bar"]
+    for i, (img, c) in enumerate(zip(images, labels)):
+        folder = root / names[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(folder / f"{i:03d}.png")
+    (root / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+@pytest.fixture
+def crop_dir(tmp_path: Path, shapes_folder: Path) -> Path:
+    """The crop output for `shapes_folder` at 32 x 32, made by the real crawl and crop stages."""
+    from pipeline import crawl, crop
+    from pipeline.config import CrawlParams, CropParams
+
+    raw, out = tmp_path / "raw", tmp_path / "crop"
+    crawl.run(CrawlParams(source="folder", root=shapes_folder, out=raw))
+    crop.run(CropParams(input=raw, out=out, metrics=tmp_path / "metrics" / "crop.json", size=32))
+    return out

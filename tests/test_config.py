@@ -1,0 +1,84 @@
+"""Params: the shipped file matches the models, bad values fail early with one clear line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.config import SECTIONS, ParamsError, load_section, parse_section, read_params_file
+from stages.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_equal_model_defaults() -> None:
+    shipped = read_params_file(REPO / "params.yaml")
+    assert set(shipped) == set(SECTIONS)
+    for name, model in SECTIONS.items():
+        assert parse_section(name, shipped[name]) == model(), f"params.yaml [{name}] drifted from pipeline/config.py"
+
+
+@pytest.mark.parametrize("section,key,value,allowed", [
+    ("crawl", "source", "flickr", "fashion-mnist"),
+    ("train", "loss", "wasserstein", "hinge"),
+    ("crop", "size", 48, "32, 64, 96, 128"),
+    ("crop", "mode", "smart", "resize"),
+    ("generate", "device", "tpu", "cuda"),
+])
+def test_bad_value_names_key_value_and_allowed(section: str, key: str, value: object, allowed: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        parse_section(section, {key: value})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"{section}.{key}" in msg and str(value) in msg and allowed in msg
+
+
+def test_unknown_key_and_section(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"train\.epoch: unknown key .*epochs"):
+        parse_section("train", {"epoch": 3})
+    bad = tmp_path / "params.yaml"
+    bad.write_text("trian: {epochs: 1}\n")
+    with pytest.raises(ParamsError, match="unknown section 'trian'"):
+        read_params_file(bad)
+
+
+def test_wrong_type_and_range() -> None:
+    with pytest.raises(ParamsError, match=r"train\.epochs: 'many'"):
+        parse_section("train", {"epochs": "many"})
+    with pytest.raises(ParamsError, match=r"generate\.count: 0"):
+        parse_section("generate", {"count": 0})
+
+
+def test_folder_source_needs_root() -> None:
+    with pytest.raises(ParamsError, match="crawl.root is required"):
+        parse_section("crawl", {"source": "folder"})
+
+
+def test_overrides_beat_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 3, "loss": "bce"}}))
+    cfg = load_section(path, "train", {"epochs": 7, "loss": None})
+    assert cfg.epochs == 7 and cfg.loss == "bce"
+    assert load_section(tmp_path / "missing.yaml", "train").epochs == SECTIONS["train"]().epochs
+
+
+def test_cli_bad_value_exits_2_before_work(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"loss": "l1", "input": str(tmp_path / "nothing")}}))
+    result = CliRunner().invoke(app, ["train", "--params", str(path)])
+    assert result.exit_code == 2
+    assert "train.loss: 'l1' is not allowed" in result.output
+    result = CliRunner().invoke(app, ["crop", "--params", str(path), "--size", "50"])
+    assert result.exit_code == 2 and "crop.size: 50" in result.output
+
+
+def test_every_command_documents_its_flags_with_defaults() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["--version"]).output.startswith("augment ")
+    for command in ("crawl", "crop", "train", "generate", "export"):
+        result = runner.invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert "--params" in result.output and "from params.yaml" in result.output
+    assert "--oversample" in runner.invoke(app, ["generate", "--help"], terminal_width=200).output

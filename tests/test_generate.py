@@ -1,0 +1,138 @@
+"""Ranked generation keeps exactly the best candidates, reproducibly, in bounded memory; export loads."""
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import export, generate, train
+from pipeline.config import ExportParams, GenerateParams, TrainParams
+from pipeline.generate import Sampler, TopK
+from pipeline.manifest import read_manifest
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A briefly trained conditional model on the shapes data, and its crop folder."""
+    from pipeline import crawl, crop
+    from pipeline.config import CrawlParams, CropParams
+    from tests.conftest import draw_shapes
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("gen")
+    root = tmp / "shapes"
+    images, labels = draw_shapes(60, 28, seed=2)
+    for i, (img, c) in enumerate(zip(images, labels)):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(root / f"c{c}" / f"{i}.png")
+    crawl.run(CrawlParams(source="folder", root=root, out=tmp / "raw"))
+    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1))
+    return tmp / "train" / "checkpoint.pt", tmp / "crop"
+
+
+def gen(tmp: Path, ckpt: Path, name: str, **kw: object) -> tuple[list, Path]:
+    params = GenerateParams(checkpoint=ckpt, out=tmp / name, batch_size=32, threads=1, writers=0, **kw)
+    generate.run(params)
+    return read_manifest(tmp / name / "manifest.jsonl"), tmp / name
+
+
+def test_topk_is_exact_and_bounded() -> None:
+    rng = np.random.default_rng(0)
+    top = TopK(50)
+    scores, seeds = rng.normal(size=20_000).astype(np.float32), np.arange(20_000)
+    for start in range(0, 20_000, 300):
+        top.add(scores[start:start + 300], seeds[start:start + 300])
+        assert len(top.scores) <= 50 and top._pending_n <= 4096 + 300
+    best_scores, best_seeds = top.result()
+    expected = np.argsort(-scores, kind="stable")[:50]
+    assert best_seeds.tolist() == seeds[expected].tolist()
+    assert np.all(np.diff(best_scores) <= 0)
+
+
+def test_ranked_per_class_keeps_exactly_the_top_of_each_class(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = checkpoint
+    everyone, _ = gen(tmp_path, ckpt, "all", count=90, ranked=False)          # the same 90 candidates, all kept
+    kept, out = gen(tmp_path, ckpt, "ranked", count=30, oversample=3, ranked=True)
+    assert len(kept) == 30 and {r.label_id for r in kept} == {0, 1, 2}
+    for c in range(3):
+        pool = sorted((r for r in everyone if r.label_id == c), key=lambda r: (-r.score, r.seed))
+        mine = [r for r in kept if r.label_id == c]
+        assert [r.seed for r in mine] == [r.seed for r in pool[:10]]
+        assert [r.rank for r in mine] == list(range(1, 11))
+    assert all((out / r.file).exists() for r in kept)
+    assert (out / "scores.png").exists() and (out / "grid.png").exists()
+
+
+def test_overall_ranking_keeps_the_global_top(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = checkpoint
+    everyone, _ = gen(tmp_path, ckpt, "all", count=60, ranked=False)
+    kept, _ = gen(tmp_path, ckpt, "top", count=12, oversample=5, ranked=True, per_class=False)
+    best = sorted(everyone, key=lambda r: (-r.score, r.seed))[:12]
+    assert sorted(r.seed for r in kept) == sorted(r.seed for r in best)
+
+
+def test_same_seed_same_files_and_seed_regenerates_the_image(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    from PIL import Image
+
+    ckpt, _ = checkpoint
+    a, out_a = gen(tmp_path, ckpt, "a", count=12, oversample=2, seed=5)
+    b, out_b = gen(tmp_path, ckpt, "b", count=12, oversample=2, seed=5)
+    assert [r.to_dict() for r in a] == [r.to_dict() for r in b]
+    for r in a:
+        assert (out_a / r.file).read_bytes() == (out_b / r.file).read_bytes()
+    sampler = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32")
+    image, score = sampler.images_and_scores(np.array([a[0].seed]), np.array([a[0].label_id]))
+    assert score[0] == pytest.approx(a[0].score, abs=1e-4)
+    pixels = np.asarray(Image.open(out_a / a[0].file))
+    assert np.abs(pixels.astype(int) - train.to_uint8(image)[0, ..., 0].astype(int)).max() <= 1
+    meta = json.loads((out_a / "meta.json").read_text())
+    assert meta["seed"] == 5 and len(meta["checkpoint_sha256"]) == 64
+
+
+def test_memory_does_not_grow_with_oversampling(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = checkpoint
+    sampler = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32")
+    peaks = {}
+    for k in (2, 40):
+        params = GenerateParams(checkpoint=ckpt, out=tmp_path / "x", count=30, oversample=k, batch_size=64, threads=1)
+        tracemalloc.start()
+        heaps, _, total = generate.select(sampler, params)
+        peaks[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert total == 30 * k and sum(len(h.result()[0]) for h in heaps) == 30
+    assert peaks[40] < 2 * peaks[2] + 200_000, peaks
+
+
+def test_scores_only_writes_no_images(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = checkpoint
+    kept, out = gen(tmp_path, ckpt, "scores", count=9, oversample=2, scores_only=True)
+    assert len(kept) == 9 and not (out / "images").exists()
+    with pytest.raises(export.ExportError, match="scores-only"):
+        export.run(ExportParams(input=out, out=tmp_path / "exp"))
+
+
+def test_export_loads_as_a_torch_dataset(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
+    ckpt, crop_dir = checkpoint
+    kept, out = gen(tmp_path, ckpt, "g", count=15, oversample=2)
+    summary = export.run(ExportParams(input=out, real=crop_dir, out=tmp_path / "export", include_real=True))
+    assert summary.synthetic == 15 and summary.real == 60
+    from pipeline import load_export
+
+    ds = load_export(tmp_path / "export")
+    assert len(ds) == 75 and ds.classes == ["c0", "c1", "c2"]
+    image, label = ds[0]
+    assert image.shape == (1, 32, 32) and 0 <= float(image.min()) and float(image.max()) <= 1 and label in (0, 1, 2)
+    assert len(load_export(tmp_path / "export", source="synthetic")) == 15
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True)
+    x, y = next(iter(loader))
+    assert x.shape == (8, 1, 32, 32) and y.dtype == torch.int64
+    card = json.loads((tmp_path / "export" / "dataset.json").read_text())
+    assert card["total"] == 75 and card["model_sha256"]
+    assert (tmp_path / "export" / "README.md").exists()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir() if p.name != "export" and "export" in p.name)

@@ -1,0 +1,67 @@
+"""Architectures for every size, and every loss."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.losses import d_loss, g_loss, gradient_penalty
+from pipeline.models import ModelConfig, build
+
+
+@pytest.mark.parametrize("size", [32, 64, 96, 128])
+@pytest.mark.parametrize("num_classes,channels,d_norm", [(0, 3, "spectral"), (5, 1, "batch"), (5, 3, "none")])
+def test_shapes(size: int, num_classes: int, channels: int, d_norm: str) -> None:
+    cfg = ModelConfig(size=size, channels=channels, num_classes=num_classes, z_dim=16, g_channels=8, d_channels=8, d_norm=d_norm)
+    g, d = build(cfg)
+    z = torch.randn(3, 16)
+    y = torch.tensor([0, 1, 2]) if num_classes else None
+    x = g(z, y)
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x, y).shape == (3,)
+
+
+def test_labels_change_the_output() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=32, channels=1, num_classes=4, z_dim=8, g_channels=8, d_channels=8)
+    g, d = build(cfg)
+    with torch.no_grad():
+        for m in g.modules():  # give the class gains some spread, as training would
+            if hasattr(m, "gain"):
+                m.gain.weight.normal_(1, 0.5)
+    g.eval()
+    z = torch.randn(2, 8)
+    a, b = g(z, torch.tensor([0, 0])), g(z, torch.tensor([1, 1]))
+    assert not torch.allclose(a, b)
+    x = torch.randn(2, 1, 32, 32)
+    assert not torch.allclose(d(x, torch.tensor([0, 0])), d(x, torch.tensor([3, 3])))
+
+
+def test_bad_size_is_rejected() -> None:
+    with pytest.raises(ValueError, match="size 48"):
+        ModelConfig(size=48)
+
+
+@pytest.mark.parametrize("kind", ["bce", "lsgan", "hinge", "wgan-gp"])
+def test_losses_prefer_the_right_answer(kind: str) -> None:
+    good_real, good_fake = torch.full((8,), 3.0), torch.full((8,), -3.0)
+    assert d_loss(kind, good_real, good_fake) < d_loss(kind, good_fake, good_real)
+    assert g_loss(kind, good_real) < g_loss(kind, good_fake)
+    logits = torch.zeros(8, requires_grad=True)
+    g_loss(kind, logits).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_unknown_loss() -> None:
+    with pytest.raises(ValueError, match="not one of"):
+        d_loss("l1", torch.zeros(1), torch.zeros(1))
+
+
+def test_gradient_penalty_is_zero_for_unit_gradient_critic() -> None:
+    # D(x) = sum(x) / sqrt(numel) has gradient norm exactly 1 everywhere.
+    def critic(x: torch.Tensor, y: object) -> torch.Tensor:
+        return x.flatten(1).sum(1) / x[0].numel() ** 0.5
+
+    real, fake = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    assert gradient_penalty(critic, real, fake, None).item() == pytest.approx(0.0, abs=1e-8)
+    assert gradient_penalty(lambda x, y: 3 * critic(x, y), real, fake, None).item() == pytest.approx(4.0, rel=1e-5)

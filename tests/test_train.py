@@ -1,0 +1,83 @@
+"""Training: runs, writes its outputs, and resumes to exactly the uninterrupted state."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import train
+from pipeline.checkpoint import CheckpointError, load_checkpoint
+from pipeline.config import TrainParams
+
+TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4)
+
+
+def params(tmp: Path, crop_dir: Path, name: str, **kw: object) -> TrainParams:
+    return TrainParams(input=crop_dir, out=tmp / name, metrics=tmp / f"{name}.json", **{**TINY, **kw})
+
+
+def test_train_writes_checkpoint_grids_losses_and_metrics(tmp_path: Path, crop_dir: Path) -> None:
+    summary = train.run(params(tmp_path, crop_dir, "run", epochs=2))
+    out = tmp_path / "run"
+    assert summary.finished and summary.steps == 2 * (96 // 16)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["classes"] == ["bar", "disc", "square"] and state["model_config"]["num_classes"] == 3
+    assert (out / "samples" / "epoch-001.png").exists() and (out / "samples" / "epoch-002.png").exists()
+    assert (out / "losses.png").stat().st_size > 1000
+    lines = (out / "losses.csv").read_text().splitlines()
+    assert lines[0] == "step,epoch,loss_d,loss_g,d_real,d_fake" and len(lines) == summary.steps + 1
+    metrics = json.loads((tmp_path / "run.json").read_text())
+    assert metrics["steps"] == summary.steps and metrics["classes"] == 3
+
+
+@pytest.mark.parametrize("loss", ["bce", "lsgan", "hinge", "wgan-gp"])
+def test_every_loss_trains_without_nans(tmp_path: Path, crop_dir: Path, loss: str) -> None:
+    summary = train.run(params(tmp_path, crop_dir, loss, loss=loss, max_steps=3))
+    assert summary.steps == 3
+    for key in ("loss_d", "loss_g"):
+        assert torch.isfinite(torch.tensor(summary.metrics[key]))
+
+
+def test_resume_reaches_the_uninterrupted_state(tmp_path: Path, crop_dir: Path) -> None:
+    full = params(tmp_path, crop_dir, "full", epochs=2, checkpoint_every=2)
+    train.run(full)
+    # "Interrupt" after 4 steps (mid-epoch, right after a checkpoint), then resume to the end.
+    part = params(tmp_path, crop_dir, "part", epochs=2, checkpoint_every=2, max_steps=4)
+    stopped = train.run(part)
+    assert stopped.steps == 4 and not stopped.finished
+    resumed = train.run(params(tmp_path, crop_dir, "part", epochs=2, checkpoint_every=2), resume=True)
+    assert resumed.resumed_from == 4 and resumed.finished
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert a["step"] == b["step"]
+    for key in ("g", "d", "g_ema"):
+        for name, tensor in a[key].items():
+            assert torch.allclose(tensor.float(), b[key][name].float(), atol=1e-6), f"{key}.{name} differs after resume"
+    assert torch.allclose(a["history"], b["history"], atol=1e-6)
+
+
+def test_resume_without_checkpoint_and_bad_checkpoint(tmp_path: Path, crop_dir: Path) -> None:
+    with pytest.raises(train.TrainError, match="no checkpoint"):
+        train.run(params(tmp_path, crop_dir, "none"), resume=True)
+    bad = tmp_path / "bad" / "checkpoint.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        train.run(params(tmp_path, crop_dir, "bad"), resume=True)
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # noqa: D105 - runs on unpickling
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path, crop_dir: Path) -> None:
+    with pytest.raises(train.TrainError, match="batch_size: 512 is larger than the 96"):
+        train.run(params(tmp_path, crop_dir, "big", batch_size=512))
