@@ -160,6 +160,13 @@ class GenerateParams(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
     writers: int = Field(1, ge=0, description="Processes encoding PNGs alongside generation (0 = in the main process).")
+    # Selection rule when ranked (see pipeline/ranking.py and docs/evaluate.md).
+    rank: Literal["topk", "drs", "mh"] = Field("topk", description="Keep the top D scores (topk), Discriminator Rejection Sampling (drs) or Metropolis-Hastings (mh).")
+    real: Path = Field(Path("data/crop"), description="Crop output whose test split holds the held-out real images that calibrate D (drs, mh).")
+    calibration: Literal["logistic", "isotonic"] = Field("logistic", description="How D's logit is calibrated on held-out real and generated images (drs, mh).")
+    calibration_samples: int = Field(1000, ge=2, description="Held-out real images (at most half the test split) and as many generated ones for calibration.")
+    drs_gamma: float = Field(0.0, description="DRS shift gamma subtracted from F(x); used when drs_percentile is null.")
+    drs_percentile: Optional[float] = Field(80.0, ge=0, le=100, description="Set the DRS gamma to this percentile of F(x) over held-out generated samples (null: use drs_gamma).")
 
 
 class ExportParams(_Section):
@@ -170,12 +177,51 @@ class ExportParams(_Section):
     seed: int = Field(0, description="Seed recorded in the dataset card.")
 
 
+class EvaluateParams(_Section):
+    export: Path = Field(Path("data/export"), description="The export to judge (its synthetic images).")
+    real: Path = Field(Path("data/crop"), description="The crop output: real train split and held-out test split.")
+    checkpoint: Path = Field(Path("runs/train/checkpoint.pt"), description="The model behind the export, for the ranking comparison.")
+    out: Path = Field(Path("runs/evaluate"), description="Per-class CSVs, histograms, bar charts and sample grids go here.")
+    metrics: Path = Field(Path("metrics/evaluate.json"), description="Headline numbers (DVC metrics).")
+    seed: int = Field(0, description="Seed for classifier weights, data order and real subsets.")
+    steps: int = Field(150, ge=1, description="Training steps of each evaluation classifier (fixed, whatever the set size).")
+    batch_size: int = Field(128, ge=2, description="Evaluation classifier batch size.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine decay) of the evaluation classifier.")
+    feature_steps: Optional[int] = Field(None, ge=1, description="Steps of the feature classifier trained on all real training images (null: 2 x steps).")
+    fractions: list[float] = Field([0.01, 0.1], description="Real-data fractions for the augmentation gain (subset vs subset + synthetic).")
+    compare_rankings: bool = Field(True, description="Also judge unranked, topk, drs and mh sets drawn from the same model and candidate pool.")
+    rules: list[Literal["unranked", "topk", "drs", "mh"]] = Field(["unranked", "topk", "drs", "mh"], description="Selection rules to compare.")
+    compare_count: Optional[int] = Field(2000, ge=10, description="Images in each compared set (null: as many as the export).")
+    feature_samples: int = Field(2000, ge=10, description="Images per set for the Fréchet distance and precision/recall.")
+    k: int = Field(3, ge=1, description="Nearest neighbour defining the manifolds of precision/recall (Kynkäänniemi et al. use 3).")
+    inception_weights: Optional[Path] = Field(None, description="A torchvision InceptionV3 state dict; when set, FID/KID are also reported.")
+    grid_per_class: int = Field(8, ge=1, le=32, description="Top- and bottom-ranked samples per class in the grids.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_in_range(cls, value: list[float]) -> list[float]:
+        for f in value:
+            if not 0 < f <= 1:
+                raise ValueError(f"{f!r} is not in (0, 1]")
+        return value
+
+    @field_validator("fractions", "rules", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "crawl": CrawlParams,
     "crop": CropParams,
     "train": TrainParams,
     "generate": GenerateParams,
     "export": ExportParams,
+    "evaluate": EvaluateParams,
 }
 S = TypeVar("S", bound=_Section)
 

@@ -22,6 +22,7 @@ import torch
 from pipeline.checkpoint import file_sha256, load_checkpoint
 from pipeline.config import GenerateParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 from pipeline.models import Discriminator, Generator, ModelConfig
@@ -48,6 +49,10 @@ def class_dirs(classes: list[str]) -> list[str]:
             name = f"{safe_name(label)}_{n}"
         dirs.append(name)
     return dirs
+
+
+class GenerateError(RuntimeError):
+    """Generation cannot run with these settings."""
 
 
 class TopK:
@@ -160,8 +165,17 @@ def candidate_batches(first_seed: int, total: int, num_labels: int, batch_size: 
         yield first_seed + idx, idx % num_labels
 
 
-def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT) -> tuple[list[TopK], np.ndarray, int]:
-    """Score all candidates; return per-group top-N, a bounded sample of all scores, and the count."""
+def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT,
+           ctx: Dist = Dist()) -> tuple[Any, np.ndarray, int]:
+    """Score all candidates; return per-group top-N, a bounded sample of all scores, and the count.
+
+    With `rank: drs` or `mh` the first item is a `ranking.RuleSelection` instead of the
+    top-N heaps (and the count is the candidates scored, which DRS can stop short of).
+    """
+    if params.ranked and params.rank != "topk":
+        from pipeline.ranking import select_with_rule
+
+        return select_with_rule(sampler, params, progress, HISTOGRAM_SAMPLE)
     k = sampler.num_labels
     per_class = params.per_class and k > 1
     oversample = params.oversample if params.ranked else 1
@@ -172,7 +186,9 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     sample: list[np.ndarray] = []
     sampled = 0
     progress.start("score", total=total, description="generate + score" if params.ranked else "generate")
-    for seeds, labels in candidate_batches(params.seed, total, k, params.batch_size):
+    for batch_no, (seeds, labels) in enumerate(candidate_batches(params.seed, total, k, params.batch_size)):
+        if batch_no % ctx.world != ctx.rank:  # under torchrun each rank scores every world-th batch
+            continue
         _, scores = sampler.images_and_scores(seeds, labels)
         if per_class:
             for c in np.unique(labels):
@@ -188,8 +204,10 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     return heaps, np.concatenate(sample) if sample else np.empty(0), total
 
 
-def kept_entries(heaps: list[TopK], params: GenerateParams, num_labels: int) -> list[tuple[int, int, float, int]]:
+def kept_entries(heaps: Any, params: GenerateParams, num_labels: int) -> list[tuple[int, int, float, int]]:
     """(label, seed, score, rank) for every survivor, ordered by label then rank."""
+    if not isinstance(heaps, list):  # a ranking.RuleSelection (rank drs/mh)
+        return heaps.entries()
     entries = []
     for scores, seeds in (h.result() for h in heaps):
         for rank, (score, seed) in enumerate(zip(scores.tolist(), seeds.tolist()), 1):
@@ -232,7 +250,7 @@ class PngWriter:
 
 
 def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Path, dirs: list[str],
-           params: GenerateParams, progress: Progress = SILENT) -> tuple[list[Record], np.ndarray, int]:
+           params: GenerateParams, progress: Progress = SILENT, ctx: Dist = Dist()) -> tuple[list[Record], np.ndarray, int]:
     """Regenerate survivors from their seeds, write PNGs; return records, a preview grid and the count written."""
     records = [
         Record(file=f"images/{dirs[label]}/seed{seed}.png",
@@ -242,15 +260,17 @@ def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Pa
                extra={} if not params.scores_only else {"rendered": False})
         for label, seed, score, rank in entries
     ]
-    preview = _preview(sampler, entries)
+    preview = _preview(sampler, entries) if ctx.is_main else np.zeros((1, 1, 1), np.uint8)
     if params.scores_only:
         return records, preview, 0
     writer = PngWriter(params.writers)
     progress.start("write", total=len(entries), description="write PNGs")
     for d in set(dirs):
         (out / "images" / d).mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(entries), params.batch_size):
+    for chunk_no, start in enumerate(range(0, len(entries), params.batch_size)):
         chunk = entries[start:start + params.batch_size]
+        if chunk_no % ctx.world != ctx.rank:
+            continue
         seeds = np.array([e[1] for e in chunk], np.int64)
         labels = np.array([e[0] for e in chunk], np.int64)
         images, _ = sampler.images_and_scores(seeds, labels)
@@ -294,21 +314,50 @@ def plot_scores(all_scores: np.ndarray, kept: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
+def merge_across_ranks(ctx: Dist, heaps: list[TopK], sample: np.ndarray) -> tuple[list[TopK], np.ndarray]:
+    """Each rank's top-N per group -> the global top-N (the best N of the union), on every rank."""
+    if not ctx.enabled:
+        return heaps, sample
+    gathered = ctx.gather(([h.result() for h in heaps], sample))
+    merged = [TopK(h.capacity) for h in heaps]
+    for rank_heaps, _ in gathered:
+        for top, (scores, seeds) in zip(merged, rank_heaps):
+            top.add(scores, seeds)
+    return merged, np.concatenate([s for _, s in gathered])[:HISTOGRAM_SAMPLE]
+
+
 def run(params: GenerateParams, progress: Progress = SILENT) -> GenerateSummary:
+    """Generate; under torchrun candidates and rendering are split over ranks, rank 0 writes the tables."""
+    ctx, device = from_env(resolve_device(params.device))
+    try:
+        return _run(params, progress if ctx.is_main else SILENT, ctx, device)
+    finally:
+        shutdown(ctx)
+
+
+def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.device) -> GenerateSummary:
     started = time.perf_counter()
-    device = resolve_device(params.device)
+    if ctx.enabled and params.ranked and params.rank != "topk":
+        raise GenerateError(f"generate.rank: {params.rank!r} runs in one process only; under torchrun use rank: topk")
     precision = resolve_precision(params.precision, device)
     set_threads(params.threads)
     sampler = Sampler.from_checkpoint(params.checkpoint, device, precision)
     out = Path(params.out)
     summary = GenerateSummary(out=out)
     t0 = time.perf_counter()
-    heaps, score_sample, summary.candidates = select(sampler, params, progress)
+    heaps, score_sample, summary.candidates = select(sampler, params, progress, ctx)
+    heaps, score_sample = merge_across_ranks(ctx, heaps, score_sample)
     summary.seconds_scoring = time.perf_counter() - t0
     entries = kept_entries(heaps, params, sampler.num_labels)
     dirs = class_dirs(sampler.classes)
-    _clear_previous(out)
-    records, preview, summary.written = render(sampler, entries, out, dirs, params, progress)
+    if ctx.is_main:
+        _clear_previous(out)
+    ctx.barrier()
+    records, preview, written = render(sampler, entries, out, dirs, params, progress, ctx)
+    summary.written = sum(ctx.gather(written))
+    ctx.barrier()  # every rank's PNGs are in place before rank 0 writes the manifest
+    if not ctx.is_main:
+        return summary
     kept_scores = np.array([e[2] for e in entries], np.float32)
     summary.kept = len(records)
     summary.score_stats = _stats(kept_scores)

@@ -31,9 +31,13 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(d: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     y: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on random interpolates."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+                     y: torch.Tensor | None, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on interpolates.
+
+    `alpha` (N x 1 x 1 x 1 in [0, 1]) is passed in so the caller decides where it is drawn.
+    """
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = d(mixed, y)
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)

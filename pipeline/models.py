@@ -45,13 +45,55 @@ class ModelConfig:
         return asdict(self)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose batch statistics can span all torchrun ranks (also on CPU/Gloo).
+
+    torch's SyncBatchNorm only runs on GPUs; this computes the global mean and variance
+    with a differentiable all-reduce, so an N-rank run matches a single-process run with the
+    same global batch. Off (plain BatchNorm2d) unless `sync` is set and a group exists.
+    """
+
+    sync = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.sync and self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        count = torch.tensor([x.numel() / c], device=x.device, dtype=torch.float32)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_(var.detach() * n / (n - 1), m)
+        out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
+
+
+def sync_batchnorm(module: nn.Module, on: bool = True) -> nn.Module:
+    """Make every BatchNorm2d in `module` use statistics over all ranks."""
+    for m in module.modules():
+        if isinstance(m, BatchNorm2d):
+            m.sync = on
+    return module
+
+
 class CondBatchNorm2d(nn.Module):
     """BatchNorm whose gain and bias come from the class label (plain affine BN without classes)."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.bn = nn.BatchNorm2d(channels, affine=num_classes == 0)
+        self.bn = BatchNorm2d(channels, affine=num_classes == 0)
         if num_classes:
             self.gain = nn.Embedding(num_classes, channels)
             self.bias = nn.Embedding(num_classes, channels)
@@ -99,7 +141,7 @@ class Discriminator(nn.Module):
         for i in range(cfg.n_up - 1):
             layers.append(wrap(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm != "batch")))
             if cfg.d_norm == "batch":
-                layers.append(nn.BatchNorm2d(ch[i + 1]))
+                layers.append(BatchNorm2d(ch[i + 1]))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.features = nn.Sequential(*layers)
         self.head = wrap(nn.Linear(ch[-1], 1))

@@ -25,10 +25,11 @@ from pipeline import __version__
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.io import ShardReader, atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME, read_manifest
-from pipeline.models import Discriminator, Generator, ModelConfig, build
+from pipeline.models import Discriminator, Generator, ModelConfig, build, sync_batchnorm
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,11 @@ def stop_requests() -> Iterator[dict[str, bool]]:
 class Trainer:
     """Holds the models, optimisers and counters of one run; `fit` runs the loop."""
 
-    def __init__(self, params: TrainParams, data: TrainingData, device: torch.device, precision: str) -> None:
-        self.params, self.data, self.device, self.precision = params, data, device, precision
+    def __init__(self, params: TrainParams, data: TrainingData, device: torch.device, precision: str,
+                 ctx: Dist = Dist()) -> None:
+        self.params, self.data, self.device, self.precision, self.ctx = params, data, device, precision, ctx
+        if params.batch_size % ctx.world:
+            raise TrainError(f"train.batch_size: {params.batch_size} is not divisible by the {ctx.world} torchrun processes")
         torch.manual_seed(params.seed)
         self.cfg = model_config(params, data)
         self.g, self.d = build(self.cfg)
@@ -190,6 +194,7 @@ class Trainer:
         for m in (self.g, self.d, self.g_ema):
             m.to(device, memory_format=torch.channels_last)
         self.g_ema.eval().requires_grad_(False)
+        self.g_train, self.d_train = self._wrap(self.g), self._wrap(self.d)
         adam = dict(betas=(params.beta1, params.beta2), foreach=True)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
@@ -197,6 +202,18 @@ class Trainer:
         self.step = 0
         self.history: list[list[float]] = []
         self.out = Path(params.out)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel under torchrun (batch norm synced over ranks), else the model itself."""
+        if not self.ctx.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are identical on every rank already (synced BN statistics, spectral-norm
+        # vectors depend on the weights only); broadcasting them would break the 2nd forward.
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -232,8 +249,10 @@ class Trainer:
         self.history = state["history"].tolist()
 
     def save(self) -> None:
-        save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
-        self.write_history()
+        """Checkpoint + loss table; under torchrun only rank 0 writes."""
+        if self.ctx.is_main:
+            save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
+            self.write_history()
 
     def write_history(self) -> None:
         with atomic_path(self.out / "losses.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -242,46 +261,56 @@ class Trainer:
             writer.writerows([int(r[0]), int(r[1]), *(f"{v:.5f}" for v in r[2:])] for r in self.history)
 
     # --- one step ----------------------------------------------------------------
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a global-batch tensor."""
+        share = t.shape[0] // self.ctx.world
+        return t[self.ctx.rank * share:(self.ctx.rank + 1) * share]
+
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.cfg.z_dim, generator=self.noise).to(self.device)
+        """Noise for the whole global batch from the shared stream, sliced to this rank.
+
+        Every rank draws the same numbers, so N ranks see exactly the noise one process would.
+        """
+        z = self._local(torch.randn(n, self.cfg.z_dim, generator=self.noise)).to(self.device)
         if not self.conditional:
             return z, None
-        return z, torch.randint(self.cfg.num_classes, (n,), generator=self.noise).to(self.device)
+        return z, self._local(torch.randint(self.cfg.num_classes, (n,), generator=self.noise)).to(self.device)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
-        real = to_float(self.data.images[idx.to(self.data.images.device)])
-        y_real = self.data.labels[idx.to(self.data.labels.device)] if self.conditional else None
-        n = real.shape[0]
+        n = idx.shape[0]
+        idx = self._local(idx).to(self.data.images.device)
+        real = to_float(self.data.images[idx])
+        y_real = self.data.labels[idx] if self.conditional else None
         for _ in range(p.d_steps):
             z, y_fake = self._noise(n)
             with autocast(self.device, self.precision):
                 with torch.no_grad():
-                    fake = self.g(z, y_fake)
-                out_real, out_fake = self.d(real, y_real), self.d(fake, y_fake)
+                    fake = self.g_train(z, y_fake)
+                out_real, out_fake = self.d_train(real, y_real), self.d_train(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
             if p.loss == "wgan-gp":
-                loss_d = loss_d + p.gp_weight * gradient_penalty(self.d, real, fake.float(), y_real, self.noise_gp())
+                alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
+                loss_d = loss_d + p.gp_weight * gradient_penalty(self.d_train, real, fake.float(), y_real, alpha)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            out_gen = self.d(self.g(z, y_fake), y_fake)
+            out_gen = self.d_train(self.g_train(z, y_fake), y_fake)
             loss_g = g_loss(p.loss, out_gen.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         decay = 0.0 if self.step < p.ema_start else p.ema_decay
         update_ema(self.g_ema, self.g, decay)
-        return [loss_d.item(), loss_g.item(), out_real.float().mean().item(), out_fake.float().mean().item()]
-
-    def noise_gp(self) -> torch.Generator | None:
-        # CUDA generators cannot draw on the CPU generator; the CPU path stays exactly reproducible.
-        return self.noise if self.device.type == "cpu" else None
+        row = torch.stack([loss_d.detach(), loss_g.detach(), out_real.float().mean(), out_fake.float().mean()])
+        return self.ctx.mean(row.tolist())
 
     # --- outputs -------------------------------------------------------------------
-    def sample_grid(self, name: str) -> Path:
+    def sample_grid(self, name: str) -> Path | None:
+        if not self.ctx.is_main:
+            return None
         standing_stats(self.g_ema, self.cfg, self.device)
         z, y, cols = fixed_grid_inputs(self.cfg, self.params.grid_per_class, self.params.seed)
         with torch.no_grad(), autocast(self.device, self.precision):
@@ -314,6 +343,8 @@ class Trainer:
                         self.save()
                     elif self.step % p.checkpoint_every == 0:
                         self.save()
+                    if self.ctx.enabled:  # every rank must stop at the same step
+                        stop["stop"] = self.ctx.mean([float(stop["stop"])])[0] > 0
                     if stop["stop"] or self.step >= total:
                         break
                 if stop["stop"]:
@@ -361,19 +392,24 @@ def plot_losses(history: list[list[float]], path: Path) -> None:
 
 
 def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT) -> TrainSummary:
-    device = resolve_device(params.device)
-    precision = resolve_precision(params.precision, device)
-    threads = set_threads(params.threads)
-    data = load_training_data(params.input, device)
-    trainer = Trainer(params, data, device, precision)
-    checkpoint = Path(params.out) / CHECKPOINT_NAME
-    if resume:
-        if not checkpoint.exists():
-            raise TrainError(f"train --resume: no checkpoint at {checkpoint}")
-        trainer.restore(load_checkpoint(checkpoint, map_location=device))
-    summary = trainer.fit(progress)
-    plot_losses(trainer.history, Path(params.out) / "losses.png")
-    summary.metrics["threads"] = threads
-    write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,
-                                      "loss": params.loss, **summary.metrics})
-    return summary
+    """Train (or resume); under torchrun every rank calls this and rank 0 writes the outputs."""
+    ctx, device = from_env(resolve_device(params.device))
+    try:
+        precision = resolve_precision(params.precision, device)
+        threads = set_threads(params.threads)
+        data = load_training_data(params.input, device)
+        trainer = Trainer(params, data, device, precision, ctx)
+        checkpoint = Path(params.out) / CHECKPOINT_NAME
+        if resume:
+            if not checkpoint.exists():
+                raise TrainError(f"train --resume: no checkpoint at {checkpoint}")
+            trainer.restore(load_checkpoint(checkpoint, map_location=device))
+        summary = trainer.fit(progress if ctx.is_main else SILENT)
+        summary.metrics.update(threads=threads, processes=ctx.world)
+        if ctx.is_main:
+            plot_losses(trainer.history, Path(params.out) / "losses.png")
+            write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,
+                                              "loss": params.loss, **summary.metrics})
+        return summary
+    finally:
+        shutdown(ctx)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline import __version__
-from stages import crawl, crop, export, generate, train
+from stages import crawl, crop, evaluate, export, generate, train
 
 app = typer.Typer(
     name="augment",
@@ -39,6 +39,7 @@ app.command("crop")(crop.command)
 app.command("train")(train.command)
 app.command("generate")(generate.command)
 app.command("export")(export.command)
+app.command("evaluate")(evaluate.command)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ def command(
     count: Annotated[Optional[int], option(P, "count")] = None,
     ranked: Annotated[Optional[bool], option(P, "ranked", "--ranked/--unranked")] = None,
     oversample: Annotated[Optional[int], option(P, "oversample")] = None,
+    rank: Annotated[Optional[str], option(P, "rank")] = None,
     per_class: Annotated[Optional[bool], option(P, "per_class", "--per-class/--overall")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
@@ -28,11 +29,14 @@ def command(
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "generate", overrides)
     from pipeline.checkpoint import CheckpointError
-    from pipeline.generate import run
+    from pipeline.generate import GenerateError, run
+    from pipeline.ranking import RankingError
 
     try:
         with progress() as bar:
             result = run(cfg, bar)
-    except CheckpointError as err:
+    except (CheckpointError, GenerateError) as err:
+        fail(str(err))
+    except RankingError as err:
         fail(str(err))
     summary("generate", result.rows())

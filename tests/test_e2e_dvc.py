@@ -22,6 +22,8 @@ TINY = {
     "train": {"epochs": 1, "batch_size": 32, "z_dim": 16, "g_channels": 8, "d_channels": 8, "embed_dim": 4,
               "threads": 1, "checkpoint_every": 2, "grid_per_class": 3},
     "generate": {"count": 40, "oversample": 2, "batch_size": 40, "threads": 1, "writers": 1},
+    "evaluate": {"steps": 3, "batch_size": 16, "fractions": [0.1], "compare_count": 10, "feature_samples": 40,
+                 "grid_per_class": 2, "threads": 1},
 }
 
 
@@ -57,7 +59,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
     out = dvc(repo, "repro")
-    assert ran(out) == ["crawl", "crop", "train", "generate", "export"]
+    assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate"]
 
     raw = read_manifest(repo / "data/raw/manifest.jsonl")
     assert {r.split for r in raw} == {"train", "test"} and len(raw) == 300
@@ -90,6 +92,15 @@ def test_changing_a_generate_value_reruns_only_generate_and_export(repo: Path) -
     params["generate"]["count"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(repo, "repro")
-    assert ran(out) == ["generate", "export"], out
+    assert ran(out) == ["generate", "export", "evaluate"], out
     assert len(read_manifest(repo / "data/generated/manifest.jsonl")) == 30
     assert json.loads((repo / "data/export/dataset.json").read_text())["total"] == 30
+
+
+def test_evaluate_stage_ran_and_its_metrics_are_dvc_metrics(repo: Path) -> None:
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0 <= metrics["cas"] <= 1 and 0 <= metrics["real_accuracy"] <= 1
+    assert set(metrics["ranking"]) == {"unranked", "topk", "drs", "mh"} and "10pct" in metrics["gain"]
+    assert (repo / "runs/evaluate/per_class_accuracy.csv").exists() and (repo / "runs/evaluate/scores.png").exists()
+    shown = dvc(repo, "metrics", "show")
+    assert "evaluate.json" in shown and "cas" in shown

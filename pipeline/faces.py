@@ -1,0 +1,549 @@
+"""`crop.mode: faces`: detect anime faces with AnimeFace, crop squares around them, label and dedup.
+
+Per source image (in a process pool, since detection takes ~0.1-0.3 s for 512 px):
+decode -> detect (animeface) -> measure the hair colour -> perceptual hash of the image ->
+square crop with `margin`, padded where it leaves the image -> LANCZOS resize to `size`.
+Then, in the main process, the cheap per-face filters (likelihood, size, best/all,
+monochrome), labels (tags, hair colour or none), near-duplicate removal, and
+`pipeline.crop.write_crop_outputs` for the usual shards/manifest/meta/preview/metrics.
+
+Re-runs are cheap: detections are cached per source md5 and crops per source md5 and crop
+params under `crop.cache`, outside `crop.out` because DVC deletes a stage's outs before it
+runs. Cache files are JSON and `.npz` loaded with allow_pickle=False, written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from pipeline.config import CropParams
+from pipeline.crop import CropError, CropSummary, write_crop_outputs
+from pipeline.io import atomic_path
+from pipeline.labels import label_from_tags
+from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
+from pipeline.progress import SILENT, Progress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Bump when detection or hair measurement changes, so old cache entries are not reused.
+DETECTOR_VERSION = "animeface-2.0.3/hair-v1"
+# Bump when cropping, resizing or the cache layout changes.
+CROP_VERSION = 1
+# Mean chroma (max-min of RGB, 0..1) below which a crop counts as monochrome: greyscale art is
+# ~0, pencil sketches on tinted paper stay under ~0.03, flat-coloured anime skin alone is ~0.1.
+MONO_CHROMA = 0.04
+# Two faces are the same face of the same art when their source images' hashes are within
+# `dedup_hamming` and their centres lie within this fraction of the image size of each other.
+DUP_SHIFT = 0.05
+# Starting a spawn worker costs ~0.5-1 s (numpy, Pillow, scipy for imagehash), about what
+# detecting 4 images costs; below this many uncached images per worker one process is faster.
+MIN_IMAGES_PER_WORKER = 4
+RGB = tuple[int, int, int]
+
+
+class FaceError(CropError):
+    """Face cropping cannot run at all (detector missing or broken by the installed Pillow)."""
+
+
+def check_pillow(version: Optional[str] = None) -> None:
+    """Fail loudly on Pillow >= 12, with which animeface 2.0.3 silently finds no faces at all.
+
+    The wheel's C extension reads Pillow's internal image struct in the pre-12 layout, so with
+    a newer Pillow every image just yields []. pyproject pins pillow<12; this catches an upgrade.
+    """
+    if version is None:
+        import PIL
+
+        version = PIL.__version__
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise FaceError(f"cannot read the Pillow version {version!r}; animeface 2.0.3 needs Pillow < 12") from None
+    if major >= 12:
+        raise FaceError(f"Pillow {version} is installed, but animeface 2.0.3 silently finds no faces with "
+                        f"Pillow >= 12; install 'pillow>=10,<12'")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face in source-image pixels, with the hair colour measured above it."""
+
+    box: tuple[int, int, int, int]   # x, y, w, h (AnimeFace's box: brows/eyes down to the chin)
+    likelihood: float
+    hair: RGB
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": list(self.box), "likelihood": self.likelihood, "hair": list(self.hair)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Detection":
+        return cls(tuple(data["box"]), float(data["likelihood"]), tuple(data["hair"]))  # type: ignore[arg-type]
+
+
+def detect(img: "Image.Image") -> list[Detection]:
+    """All faces AnimeFace finds in an RGB (or L) image, most likely first."""
+    check_pillow()
+    try:
+        import animeface
+    except ImportError:
+        raise FaceError("animeface is not installed; install 'animeface==2.0.3'") from None
+    rgb = np.asarray(img.convert("RGB"))
+    found = []
+    for face in animeface.detect(img):
+        p = face.face.pos
+        box = (int(p.x), int(p.y), int(p.width), int(p.height))
+        # AnimeFace's own hair colour is one random pixel in the face region (often the outline),
+        # so measure it from the pixels instead.
+        found.append(Detection(box, round(float(face.likelihood), 6), measure_hair(rgb, box)))
+    return sorted(found, key=lambda d: -d.likelihood)
+
+
+def measure_hair(rgb: np.ndarray, box: Sequence[int]) -> RGB:
+    """The dominant non-skin colour of the band just above the face box: the bangs, in anime art.
+
+    AnimeFace's box starts around the eyebrows, so the band above it is fringe hair with skin
+    showing between the strands. Skin is the dominant colour of the cheeks (lower box) and is
+    left out; the mode of coarsely quantised colours then ignores thin outlines and strand lines,
+    and the mean of the pixels in the winning bin gives the colour back at full precision.
+    """
+    x, y, w, h = box
+    height, width = rgb.shape[:2]
+    x0, x1 = max(0, x + w // 5), min(width, x + w - w // 5)
+    band = rgb[max(0, y - h // 2):max(0, min(height, y + h // 20)), x0:x1].reshape(-1, 3)
+    if len(band) < 16:           # face at the top edge: use the top of the box instead
+        band = rgb[max(0, y):min(height, y + h // 5), x0:x1].reshape(-1, 3)
+    if len(band) == 0:
+        return (0, 0, 0)
+    cheeks = np.concatenate([rgb[y + h * 11 // 20:y + h * 7 // 10, x + w // 10:x + w * 3 // 10].reshape(-1, 3),
+                             rgb[y + h * 11 // 20:y + h * 7 // 10, x + w * 7 // 10:x + w * 9 // 10].reshape(-1, 3)])
+    if len(cheeks):
+        skin = np.asarray(_dominant(cheeks), dtype=np.int16)
+        not_skin = np.abs(band.astype(np.int16) - skin).max(axis=1) > 24
+        if not_skin.mean() > 0.1:    # bald or hat: nothing but skin above the face, keep it all
+            band = band[not_skin]
+    return _dominant(band)
+
+
+def _dominant(pixels: np.ndarray) -> RGB:
+    """Mean of the most populated 32-level RGB bin."""
+    bins = (pixels // 32).astype(np.int32)
+    codes = bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]
+    mode = np.bincount(codes).argmax()
+    mean = pixels[codes == mode].mean(axis=0)
+    return tuple(int(round(c)) for c in mean)  # type: ignore[return-value]
+
+
+def nearest_colour(rgb: Sequence[int], palette: dict[str, list[int]]) -> str:
+    """Name of the palette colour closest to `rgb` by the 'redmean' weighted RGB distance.
+
+    Redmean approximates perceived difference far better than plain RGB distance (it separates
+    brown from red and blonde from white) at no cost; see Riemersma, "Colour metric".
+    """
+    if not palette:
+        raise FaceError("crop.hair_palette: is empty; name at least one colour")
+    r1, g1, b1 = (float(c) for c in rgb)
+
+    def dist(colour: list[int]) -> float:
+        r2, g2, b2 = (float(c) for c in colour)
+        rmean = (r1 + r2) / 2
+        return (2 + rmean / 256) * (r1 - r2) ** 2 + 4 * (g1 - g2) ** 2 + (2 + (255 - rmean) / 256) * (b1 - b2) ** 2
+
+    return min(palette, key=lambda name: dist(palette[name]))
+
+
+def square_around(box: Sequence[int], margin: float) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square centred on the face box, `margin` times its size on each side."""
+    x, y, w, h = box
+    side = max(1, round(max(w, h) * (1 + 2 * margin)))
+    cx, cy = x + w / 2, y + h / 2
+    return round(cx - side / 2), round(cy - side / 2), side
+
+
+def crop_square(rgb: np.ndarray, x0: int, y0: int, side: int, pad_mode: str) -> np.ndarray:
+    """The side x side square at (x0, y0); outside the image it mirrors (reflect) or repeats (edge) the image."""
+    height, width = rgb.shape[:2]
+    if x0 >= width or y0 >= height or x0 + side <= 0 or y0 + side <= 0:
+        raise ValueError(f"square {(x0, y0, side)} lies outside the {width}x{height} image")
+    rows = _source_indices(y0, side, height, pad_mode)
+    cols = _source_indices(x0, side, width, pad_mode)
+    return rgb[rows[:, None], cols[None, :]]
+
+
+def _source_indices(start: int, length: int, n: int, pad_mode: str) -> np.ndarray:
+    """Image indices for positions start..start+length-1 along an axis of n pixels.
+
+    Mapping indices (rather than np.pad on the cut-out) mirrors the whole image at its border,
+    not just the part of it inside the square.
+    """
+    idx = np.arange(start, start + length)
+    if pad_mode == "edge" or n == 1:
+        return np.clip(idx, 0, n - 1)
+    period = 2 * (n - 1)                  # numpy's 'reflect': the border pixel is not repeated
+    idx = np.abs(idx) % period
+    return np.where(idx >= n, period - idx, idx)
+
+
+def crop_face(rgb: np.ndarray, box: Sequence[int], margin: float, pad_mode: str, size: int) -> tuple[np.ndarray, list[int]]:
+    """The face's square crop resized to size x size (LANCZOS), and the square in source pixels."""
+    from PIL import Image
+
+    x0, y0, side = square_around(box, margin)
+    square = crop_square(rgb, x0, y0, side, pad_mode)
+    resized = Image.fromarray(square).resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.uint8), [x0, y0, side, side]
+
+
+def chroma(crop: np.ndarray) -> float:
+    """Mean colourfulness: 0 for greyscale, ~0.1+ for coloured anime art."""
+    c = crop.astype(np.int16)
+    return float((c.max(axis=-1) - c.min(axis=-1)).mean() / 255)
+
+
+def image_hash(img: "Image.Image") -> int:
+    """64-bit DCT perceptual hash (imagehash.phash) of a whole source image.
+
+    Reposts of the same art (resized, recompressed) hash within ~2 bits of each other. The
+    source image is hashed rather than the face crop, because AnimeFace's box snaps to its
+    scan-window sizes: the same face in a resized copy gets a box up to ~20% larger or smaller,
+    and the crops then differ by 10-35 bits (measured), as much as distinct faces do.
+    """
+    import imagehash
+
+    return int(str(imagehash.phash(img)), 16)
+
+
+def near_duplicates(hashes: Sequence[int], centres: Sequence[Sequence[float]], order: Sequence[int],
+                    max_distance: int, max_shift: float = DUP_SHIFT) -> set[int]:
+    """Faces that repeat an earlier kept one, visiting in `order`.
+
+    A repeat has a source-image hash within `max_distance` bits and a centre (fractions of the
+    image size) within `max_shift` of a kept face: the same face of the same picture, whether
+    reposted or detected twice in one image. `max_distance` < 0 turns this off.
+    """
+    if max_distance < 0 or not hashes:
+        return set()
+    as_bytes = np.array(hashes, dtype=np.uint64).view(np.uint8).reshape(-1, 8)
+    where = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    kept_hash = np.empty_like(as_bytes)
+    kept_where = np.empty_like(where)
+    n = 0
+    dropped: set[int] = set()
+    for i in order:
+        if n:
+            bits = np.unpackbits(kept_hash[:n] ^ as_bytes[i], axis=1).sum(axis=1)
+            shift = np.abs(kept_where[:n] - where[i]).max(axis=1)
+            if np.any((bits <= max_distance) & (shift <= max_shift)):
+                dropped.add(i)
+                continue
+        kept_hash[n], kept_where[n] = as_bytes[i], where[i]
+        n += 1
+    return dropped
+
+
+# ---- per-image work (runs in worker processes) -------------------------------------------
+
+@dataclass(frozen=True)
+class _Task:
+    path: str
+    md5: Optional[str]
+    cache: str
+    crop_key: str
+    margin: float
+    pad_mode: str
+    size: int
+    max_faces: int
+    min_source_side: int
+
+
+@dataclass
+class _Result:
+    status: str                                    # "ok", "small source" or "unreadable (Error)"
+    md5: str = ""
+    width: int = 0
+    height: int = 0
+    found: int = 0                                 # faces the detector returned
+    image_hash: str = ""                           # perceptual hash of the whole source, hex
+    faces: list[dict[str, Any]] = field(default_factory=list)   # detection + crop_box + centre + chroma
+    crops: Optional[np.ndarray] = None             # len(faces) x size x size x 3
+    cached: str = ""                               # "crops", "detections" or "" (computed now)
+
+
+def crop_key(params: CropParams) -> str:
+    """Hash of everything that changes a crop; detections do not depend on params at all."""
+    relevant = {"v": CROP_VERSION, "detector": DETECTOR_VERSION, "margin": params.margin,
+                "pad_mode": params.pad_mode, "size": params.size, "max_faces": params.max_faces_per_image}
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _detections_path(cache: str, md5: str) -> Path:
+    return Path(cache) / "detections" / md5[:2] / f"{md5}.json"
+
+
+def _crops_path(cache: str, key: str, md5: str) -> Path:
+    return Path(cache) / "crops" / key / md5[:2] / f"{md5}.npz"
+
+
+def _file_md5(path: str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_crops(path: Path) -> Optional[_Result]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            crops = data["crops"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # missing or damaged: recompute
+        return None
+    return _Result("ok", meta["md5"], meta["width"], meta["height"], meta["found"], meta["image_hash"], meta["faces"],
+                   crops, "crops")
+
+
+def _write_crops(path: Path, result: _Result) -> None:
+    meta = {"md5": result.md5, "width": result.width, "height": result.height, "found": result.found,
+            "image_hash": result.image_hash, "faces": result.faces}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, crops=result.crops, meta=np.array(json.dumps(meta)))
+
+
+def _read_detections(path: Path) -> Optional[tuple[int, str, list[Detection]]]:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("detector") != DETECTOR_VERSION:
+            return None
+        return data["found"], data["image_hash"], [Detection.from_json(d) for d in data["faces"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_detections(path: Path, found: int, hash_hex: str, faces: list[Detection]) -> None:
+    data = {"detector": DETECTOR_VERSION, "found": found, "image_hash": hash_hex, "faces": [f.to_json() for f in faces]}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data))
+
+
+def _load_rgb(path: str) -> np.ndarray:
+    """Decode fully (so truncated files fail here), honour EXIF rotation, return H x W x 3 uint8."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def cached_result(task: _Task) -> Optional[_Result]:
+    """The finished result of an image cropped before with the same crop params, if any."""
+    if not task.md5:
+        return None
+    cached = _read_crops(_crops_path(task.cache, task.crop_key, task.md5))
+    if cached is not None and min(cached.width, cached.height) < task.min_source_side:
+        return _Result("small source", cached.md5, cached.width, cached.height)
+    return cached
+
+
+def process_image(task: _Task) -> _Result:
+    """Detect and crop the faces of one source image, using and filling the cache."""
+    from PIL import Image
+
+    try:
+        md5 = task.md5 or _file_md5(task.path)
+    except OSError as err:
+        return _Result(f"unreadable ({type(err).__name__})")
+    cached = cached_result(replace(task, md5=md5))
+    if cached is not None:
+        return cached
+    try:
+        rgb = _load_rgb(task.path)
+    except Exception as err:  # any decoder error (truncated, not an image, bomb) means skip this file
+        log.debug("skip %s: %s", task.path, err)
+        return _Result(f"unreadable ({type(err).__name__})", md5)
+    height, width = rgb.shape[:2]
+    if min(width, height) < task.min_source_side:
+        return _Result("small source", md5, width, height)
+    detections = _read_detections(_detections_path(task.cache, md5))
+    source = "detections"
+    if detections is None:
+        img = Image.fromarray(rgb)
+        faces = detect(img)
+        detections = (len(faces), f"{image_hash(img):016x}", faces)
+        _write_detections(_detections_path(task.cache, md5), *detections)
+        source = ""
+    found, hash_hex, faces = detections
+    result = _Result("ok", md5, width, height, found, hash_hex, cached=source)
+    crops = []
+    for det in faces[:task.max_faces]:
+        x, y, w, h = det.box
+        crop, square = crop_face(rgb, det.box, task.margin, task.pad_mode, task.size)
+        crops.append(crop)
+        result.faces.append({**det.to_json(), "crop_box": square, "chroma": round(chroma(crop), 5),
+                             "centre": [round((x + w / 2) / width, 5), round((y + h / 2) / height, 5)]})
+    result.crops = np.stack(crops) if crops else np.zeros((0, task.size, task.size, 3), np.uint8)
+    _write_crops(_crops_path(task.cache, task.crop_key, md5), result)
+    return result
+
+
+def _map(tasks: list[_Task], workers: int) -> Iterator[_Result]:
+    """Results in task order: in this process for one worker, else in a spawn-started pool.
+
+    Spawn rather than fork: the CLI's progress bar runs a thread, and forking a threaded
+    process can deadlock the child on a lock held at fork time.
+    """
+    if workers <= 1:
+        yield from map(process_image, tasks)
+        return
+    chunk = max(1, min(16, len(tasks) // (workers * 4)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(process_image, tasks, chunksize=chunk)
+
+
+# ---- the stage -----------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    record: Record
+    face: dict[str, Any]
+    crop: np.ndarray
+    label: Optional[str]
+    face_index: int
+    image_hash: int
+
+
+def _label(record: Record, face: dict[str, Any], params: CropParams) -> Optional[str]:
+    if params.label_from == "tags":
+        return label_from_tags(record.tags, params)
+    if params.label_from == "hair_color":
+        return nearest_colour(face["hair"], params.hair_palette)
+    if params.label_from == "source":
+        return record.label
+    return None
+
+
+def _select(record: Record, result: _Result, params: CropParams, summary: CropSummary) -> list[_Candidate]:
+    """The faces of one image that pass the per-face filters, counting why the others did not."""
+    passed = []
+    for i, face in enumerate(result.faces):
+        if face["likelihood"] < params.min_likelihood:
+            summary.reasons["low likelihood"] += 1
+        elif min(face["box"][2:]) < params.min_face:
+            summary.reasons["face too small"] += 1
+        else:
+            passed.append(i)
+    if params.keep == "best" and len(passed) > 1:
+        summary.reasons["not the best face"] += len(passed) - 1
+        passed = passed[:1]            # faces are sorted by likelihood
+    selected = []
+    for i in passed:
+        face = result.faces[i]
+        if params.reject_monochrome and face["chroma"] < MONO_CHROMA:
+            summary.reasons["monochrome"] += 1
+            continue
+        label = _label(record, face, params)
+        if label is None and params.label_from in ("tags", "hair_color"):
+            summary.reasons["no label"] += 1
+            continue
+        selected.append(_Candidate(record, face, result.crops[i], label, i, int(result.image_hash, 16)))
+    return selected
+
+
+def _tasks(records: list[Record], folder: Path, params: CropParams) -> list[_Task]:
+    shard_inputs = [r.file for r in records if r.index is not None]
+    if shard_inputs:
+        raise CropError(f"crop.mode: faces needs image files, but {folder} holds array shards "
+                        f"({shard_inputs[0]}); use mode 'resize' for it")
+    key = crop_key(params)
+    return [_Task(str(folder / r.file), r.md5, str(params.cache), key, params.margin, params.pad_mode, params.size,
+                  params.max_faces_per_image, params.min_source_side) for r in records]
+
+
+def _record_for(c: _Candidate, params: CropParams) -> Record:
+    r, face = c.record, c.face
+    extra: dict[str, Any] = {"input_file": r.file, "face_index": c.face_index, "crop_box": face["crop_box"]}
+    if params.label_from == "hair_color":
+        extra["hair_rgb"] = face["hair"]
+    return Record(file="", label=c.label, split=r.split, md5=r.md5, id=r.id, tags=r.tags, rating=r.rating,
+                  source_url=r.source_url, box=list(face["box"]), likelihood=round(face["likelihood"], 4), extra=extra)
+
+
+def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
+    """Run the faces mode of the crop stage; see the module docstring."""
+    check_pillow()
+    folder = Path(params.input)
+    records = read_manifest(folder / MANIFEST_NAME)
+    tasks = _tasks(records, folder, params)
+    summary = CropSummary(mode="faces", out=Path(params.out), seen=len(records))
+    results, workers = _run_tasks(tasks, params.workers, progress)
+    found = 0
+    candidates: list[_Candidate] = []
+    for record, result in zip(records, results):
+        if result.status.startswith("unreadable"):
+            summary.failed += 1
+            summary.reasons[result.status] += 1
+        elif result.status == "small source":
+            summary.reasons["small source"] += 1
+        else:
+            record.md5 = result.md5
+            found += result.found
+            if not result.faces:
+                summary.reasons["no face in image"] += 1
+            candidates.extend(_select(record, result, params, summary))
+    # Visit the largest faces first so that, of a reposted picture, the best-resolution copy stays.
+    order = sorted(range(len(candidates)), key=lambda i: (-min(candidates[i].face["box"][2:]),
+                                                          -candidates[i].face["likelihood"], i))
+    dupes = near_duplicates([c.image_hash for c in candidates], [c.face["centre"] for c in candidates], order,
+                            params.dedup_hamming)
+    if dupes:
+        summary.reasons["duplicate"] += len(dupes)
+    kept = [c for i, c in enumerate(candidates) if i not in dupes]
+    summary.counters.update({"faces found": found, "duplicates removed": len(dupes),
+                             "images from cache": sum(r.cached == "crops" for r in results), "workers": workers})
+    if not kept:
+        raise CropError(f"no faces kept from {len(records)} images in {folder} ({_why(summary)})")
+    write_crop_outputs(Path(params.out), [c.crop for c in kept], [_record_for(c, params) for c in kept],
+                       params, summary, class_order=None)
+    return summary
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _run_tasks(tasks: list[_Task], workers: int, progress: Progress) -> tuple[list[_Result], int]:
+    """Results in task order, and the processes used; cached ones are read here, the rest go to the pool."""
+    cached = [cached_result(task) for task in tasks]
+    pending = [i for i, r in enumerate(cached) if r is None]
+    n_workers = max(1, min(workers or usable_cores(), len(pending) // MIN_IMAGES_PER_WORKER))
+    progress.start("crop", total=len(tasks), description=f"faces ({len(pending)} to detect, {n_workers} workers)")
+    found = sum(r.found for r in cached if r is not None)
+    progress.advance("crop", len(tasks) - len(pending), faces=found)
+    results = list(cached)
+    for i, result in zip(pending, _map([tasks[i] for i in pending], n_workers)):
+        results[i] = result
+        found += result.found
+        progress.advance("crop", 1, faces=found)
+    progress.finish("crop")
+    return results, n_workers  # type: ignore[return-value]
+
+
+def _why(summary: CropSummary) -> str:
+    reasons = {k: v for k, v in summary.reasons.items() if v}
+    return ", ".join(f"{k}: {v}" for k, v in reasons.items()) or "no faces detected"

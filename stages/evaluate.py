@@ -1,0 +1,41 @@
+"""`augment evaluate`: does the synthetic data help a classifier on real data, and does ranking help?"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pipeline.config import EvaluateParams as P
+from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+
+
+def command(
+    export: Annotated[Optional[Path], option(P, "export")] = None,
+    real: Annotated[Optional[Path], option(P, "real")] = None,
+    checkpoint: Annotated[Optional[Path], option(P, "checkpoint")] = None,
+    out: Annotated[Optional[Path], option(P, "out")] = None,
+    metrics: Annotated[Optional[Path], option(P, "metrics")] = None,
+    steps: Annotated[Optional[int], option(P, "steps")] = None,
+    fractions: Annotated[Optional[str], option(P, "fractions")] = None,
+    compare_rankings: Annotated[Optional[bool], option(P, "compare_rankings", "--compare-rankings/--no-compare-rankings")] = None,
+    rules: Annotated[Optional[str], option(P, "rules")] = None,
+    compare_count: Annotated[Optional[int], option(P, "compare_count")] = None,
+    feature_samples: Annotated[Optional[int], option(P, "feature_samples")] = None,
+    inception_weights: Annotated[Optional[Path], option(P, "inception_weights")] = None,
+    seed: Annotated[Optional[int], option(P, "seed")] = None,
+    device: Annotated[Optional[str], option(P, "device")] = None,
+    threads: Annotated[Optional[int], option(P, "threads")] = None,
+    params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
+) -> None:
+    """Train a fixed small CNN on the export, real subsets and ranked/unranked sets; test on real data."""
+    overrides = {k: v for k, v in locals().items() if k != "params"}
+    cfg: P = load(params, "evaluate", overrides)
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.evaluate import EvaluateError, run
+    from pipeline.ranking import RankingError
+
+    try:
+        with progress() as bar:
+            result = run(cfg, bar)
+    except (EvaluateError, RankingError, CheckpointError) as err:
+        fail(str(err))
+    summary("evaluate", result.rows())

@@ -1,0 +1,246 @@
+"""Evaluation metrics against known answers, the DRS/MH selection rules, and a small evaluate run."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from pipeline import ranking
+from pipeline.fidelity import frechet_distance, frechet_from_stats, precision_recall
+
+
+# --- Fréchet distance --------------------------------------------------------------------
+
+
+def test_frechet_of_commuting_gaussians_has_the_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    a, b = np.array([1.0, 2, 3, 4, 5]), np.array([2.0, 1, 3, 0.5, 9])
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_from_stats(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_of_non_commuting_2d_gaussians() -> None:
+    # For 2 x 2 matrices Tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)), with M = S1 S2.
+    s1 = np.array([[2.0, 0.5], [0.5, 1.0]])
+    s2 = np.array([[1.0, -0.3], [-0.3, 3.0]])
+    m = s1 @ s2
+    tr_sqrt = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, -1.0])
+    expected = 5.0 + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    assert frechet_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_from_samples_approaches_the_population_value() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 1, size=(20_000, 3))
+    b = rng.normal(1, 2, size=(20_000, 3))
+    assert frechet_distance(a, b) == pytest.approx(3 * 1 + 3 * (2 - 1) ** 2, rel=0.03)
+
+
+# --- precision / recall --------------------------------------------------------------------
+
+
+def grid(nx: int, ny: int, dx: float = 0.0) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(nx, dtype=float) + dx, np.arange(ny, dtype=float), indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], 1)
+
+
+def test_precision_recall_on_constructed_sets() -> None:
+    real = grid(10, 10)
+    assert precision_recall(real, real.copy(), k=3) == (1.0, 1.0)
+    assert precision_recall(real, grid(10, 10, dx=100), k=3) == (0.0, 0.0)
+    # The left half of the grid: every sample is realistic, but it covers only its own
+    # 50 points and the next column (at distance 1 = its k-NN radius): recall 0.6.
+    assert precision_recall(real, grid(5, 10), k=3) == (1.0, 0.6)
+    # 25 outliers far away among the 100 real points: precision 100 / 125.
+    p, r = precision_recall(real, np.concatenate([real, grid(5, 5, dx=1000)]), k=3)
+    assert p == 0.8 and r == 1.0
+
+
+# --- calibration and selection rules -------------------------------------------------------------
+
+
+def test_logistic_calibration_recovers_the_log_odds() -> None:
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(1, 1, 20_000), rng.normal(-1, 1, 20_000)  # true log-odds: 2 s
+    a, b = ranking.fit_logistic(real, fake)
+    assert a == pytest.approx(2.0, abs=0.08) and b == pytest.approx(0.0, abs=0.05)
+
+
+def test_isotonic_calibration_is_monotone_and_bounded() -> None:
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(1, 1, 500), rng.normal(-1, 1, 500)
+    cal = ranking.fit_calibration("isotonic", real, fake)
+    x = np.linspace(-5, 5, 200)
+    logits = cal.logit(x)
+    assert np.all(np.diff(logits) >= 0) and np.all(np.isfinite(logits))
+    assert cal.logit(np.array([-4.0]))[0] < -2 < 2 < cal.logit(np.array([4.0]))[0]
+
+
+def test_uniforms_depend_only_on_the_seed() -> None:
+    seeds = np.arange(1000, 6000)
+    u = ranking.uniforms(seeds, 7)
+    assert np.array_equal(u[100:200], ranking.uniforms(seeds[100:200], 7))
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+    assert not np.array_equal(u, ranking.uniforms(seeds, 8))
+
+
+def _stream(selector: ranking.Selector, scores: np.ndarray, k: int, batch: int) -> list:
+    seeds = np.arange(len(scores), dtype=np.int64)
+    for start in range(0, len(scores), batch):
+        sl = slice(start, start + batch)
+        selector.add(scores[sl], seeds[sl], seeds[sl] % k)
+        if selector.done:
+            break
+    return selector.entries()
+
+
+def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=600)
+    cal = ranking.fit_calibration("logistic", rng.normal(1, 1, 500), rng.normal(0, 1, 500), drs_percentile=80)
+    a = _stream(ranking.DRSSelector(60, 3, True, cal), scores, 3, 7)
+    b = _stream(ranking.DRSSelector(60, 3, True, cal), scores, 3, 64)
+    assert a == b and len(a) == 60 and [sum(e[0] == c for e in a) for c in range(3)] == [20, 20, 20]
+    assert all(e[1] % 3 == e[0] for e in a)
+    accepted = ranking.uniforms(np.arange(600), ranking.DRSSelector.SALT) < cal.drs_accept_prob(scores)
+    first = [int(s) for s in np.flatnonzero(accepted) if s % 3 == 0][:20]
+    assert [e[1] for e in a if e[0] == 0] == first
+    assert np.mean(scores[[e[1] for e in a]]) > scores.mean() + 0.3  # it prefers high scores
+
+
+def test_drs_accepting_everything_keeps_the_first_candidates_and_tops_up_a_short_pool() -> None:
+    cal = ranking.Calibration("logistic", max_fake=10.0, gamma=-1e6)  # accept probability 1
+    entries = _stream(ranking.DRSSelector(6, 2, True, cal), np.zeros(40), 2, 5)
+    assert sorted(e[1] for e in entries) == list(range(6))
+    reject_all = ranking.Calibration("logistic", max_fake=10.0, gamma=1e6)
+    scores = np.arange(40, dtype=float)
+    entries = _stream(ranking.DRSSelector(6, 2, True, reject_all), scores, 2, 5)
+    assert sorted(e[1] for e in entries) == [34, 35, 36, 37, 38, 39]  # the best rejects of each class
+
+
+def test_mh_chains() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=60)
+    # A real start no proposal can beat: every chain keeps its best proposal.
+    stuck = ranking.MHSelector(6, 2, True, 5, ranking.Calibration("logistic"), [np.array([1e9]), np.array([1e9])])
+    entries = _stream(stuck, scores, 2, 8)
+    assert stuck.stuck == 6 and len(entries) == 6
+    for label, seed, score, rank in entries:
+        chain = [s for s in range(60) if s % 2 == label][(rank - 1) * 5:rank * 5]
+        assert seed == max(chain, key=lambda s: scores[s])
+    # A start far below every proposal, and a flat D: every proposal is accepted, the last one kept.
+    flat = ranking.MHSelector(6, 2, True, 5, ranking.Calibration("logistic", a=0.0), [np.array([-1e9])] * 2)
+    entries = _stream(flat, scores, 2, 8)
+    assert sorted(e[1] for e in entries) == [8, 9, 18, 19, 28, 29] and flat.accepts == 30
+
+
+# --- generate with drs/mh, and a small evaluate run ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Shapes data with train and test splits, a briefly trained model, a generated set and its export."""
+    from PIL import Image
+
+    from pipeline import crawl, crop, export, generate, train
+    from pipeline.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
+    from tests.conftest import draw_shapes
+
+    tmp = tmp_path_factory.mktemp("eval")
+    for split, n, seed in (("train", 90, 3), ("test", 60, 4)):
+        images, labels = draw_shapes(n, 28, seed=seed)
+        for i, (img, c) in enumerate(zip(images, labels)):
+            (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
+    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
+    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=6, threads=1))
+    ckpt = tmp / "train" / "checkpoint.pt"
+    generate.run(GenerateParams(checkpoint=ckpt, out=tmp / "gen", real=tmp / "crop", count=30, oversample=3,
+                                batch_size=32, threads=1, writers=0))
+    export.run(ExportParams(input=tmp / "gen", real=tmp / "crop", out=tmp / "export"))
+    return {"tmp": tmp, "crop": tmp / "crop", "ckpt": ckpt, "export": tmp / "export"}
+
+
+@pytest.mark.parametrize("rule", ["drs", "mh"])
+def test_generate_with_drs_and_mh(tmp_path: Path, pipeline_dirs: dict[str, Path], rule: str) -> None:
+    from pipeline import generate
+    from pipeline.config import GenerateParams
+    from pipeline.manifest import read_manifest
+
+    params = GenerateParams(checkpoint=pipeline_dirs["ckpt"], out=tmp_path / rule, real=pipeline_dirs["crop"], count=15,
+                            oversample=4, batch_size=16, threads=1, writers=0, rank=rule, calibration_samples=20)
+    generate.run(params)
+    kept = read_manifest(tmp_path / rule / "manifest.jsonl")
+    assert len(kept) == 15 and [sum(r.label_id == c for r in kept) for c in range(3)] == [5, 5, 5]
+    assert len({r.seed for r in kept}) == 15 and all((tmp_path / rule / r.file).exists() for r in kept)
+    assert all(0 <= r.seed < 60 and r.seed % 3 == r.label_id for r in kept)
+    generate.run(params.model_copy(update={"out": tmp_path / "again"}))
+    assert [r.seed for r in read_manifest(tmp_path / "again" / "manifest.jsonl")] == [r.seed for r in kept]
+    meta = json.loads((tmp_path / rule / "meta.json").read_text())
+    assert meta["params"]["rank"] == rule
+
+
+def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipeline_dirs: dict[str, Path]) -> None:
+    from stages.cli import app
+
+    out, metrics = tmp_path / "evaluate", tmp_path / "metrics" / "evaluate.json"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"evaluate": {
+        "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
+        "out": str(out), "metrics": str(metrics), "steps": 4, "batch_size": 16, "fractions": [0.1, 0.5],
+        "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1}}))
+    result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "CAS" in result.output and "best rule" in result.output
+    m = json.loads(metrics.read_text())
+    assert m["train_images"] == 30 and m["test_images"] + m["held_out_for_calibration"] == 60
+    for key in ("cas", "real_accuracy", "real_accuracy_all"):
+        assert 0 <= m[key] <= 1
+    assert set(m["gain"]) == {"10pct", "50pct"} and m["gain"]["50pct"]["real_images"] in range(40, 50)
+    assert m["fidelity"]["fd"] >= 0 and 0 <= m["fidelity"]["precision"] <= 1
+    assert set(m["ranking"]) == {"unranked", "topk", "drs", "mh"} and m["pool"] == 12 * 3
+    assert set(m["winner"]) == {"cas", "precision", "recall", "fd"}
+    with open(out / "per_class_accuracy.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["class"] for r in rows] == ["c0", "c1", "c2"] and all(r["mh"] != "" for r in rows)
+    for name in ("per_class_precision.csv", "per_class_recall.csv", "scores.png", "per_class_accuracy.png",
+                 "top.png", "bottom.png"):
+        assert (out / name).exists(), name
+
+
+def test_evaluate_refuses_data_without_a_test_split(tmp_path: Path, crop_dir: Path, pipeline_dirs: dict[str, Path]) -> None:
+    from pipeline import evaluate
+    from pipeline.config import EvaluateParams
+
+    with pytest.raises(evaluate.EvaluateError, match="no test split"):
+        evaluate.run(EvaluateParams(export=pipeline_dirs["export"], real=crop_dir, out=tmp_path / "e",
+                                    metrics=tmp_path / "m.json", threads=1))
+
+
+def test_inception_features_from_a_local_state_dict(tmp_path: Path) -> None:
+    from torchvision.models import inception_v3
+
+    from pipeline.fidelity import inception_features, kernel_inception_distance, load_inception
+
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
+    model = load_inception(tmp_path / "inc.pt")
+    feats = inception_features(model, torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8))
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    rng = np.random.default_rng(0)
+    same = kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)), subset_size=100)
+    shifted = kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(2, 1, size=(200, 8)), subset_size=100)
+    assert abs(same) < 0.05 < shifted
