@@ -6,7 +6,9 @@ the images `generate` may use to calibrate D, so they never judge what they help
 
 - CAS (Classification Accuracy Score, Ravuri & Vinyals 2019): trained on the export's
   synthetic images only. `real_accuracy`: trained on as many real training images.
-- Augmentation gain: trained on a real subset (each of `fractions`) vs that subset plus the export.
+- Augmentation gain: trained on a real subset (each of `fractions`) vs that subset plus the
+  export, the subset repeated to make up `real_share` of the mix (so 600 real images are not
+  drowned by 10,000 synthetic ones).
 - Fidelity/diversity: Fréchet distance and k-NN precision/recall of each set against the
   real test images, in the 128-d penultimate features of the CNN trained on all real
   training images. The real subset of the same size gives the floor these numbers reach
@@ -160,6 +162,14 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
 
 
+def _augmented(real: LabelledSet, synthetic: LabelledSet, real_share: float | None) -> LabelledSet:
+    """real + synthetic, the real images repeated so that they make up about `real_share` of the set."""
+    if real_share is None:
+        return real + synthetic
+    reps = max(1, round(real_share / (1 - real_share) * len(synthetic) / len(real)))
+    return real.take(np.tile(np.arange(len(real)), reps)) + synthetic
+
+
 def _stratified(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> np.ndarray:
     """`fraction` of the images, the same share of every class (at least one each), by seed."""
     rng = np.random.default_rng(seed)
@@ -268,7 +278,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     for fraction in params.fractions:
         subset = real.take(_stratified(real.labels, fraction, params.seed + 19, num_classes))
         _, acc_small, _ = judge.fit(subset)
-        _, acc_aug, _ = judge.fit(subset + export)
+        _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share))
         metrics["gain"][f"{fraction * 100:g}pct"] = {"real_images": len(subset), "real": round(acc_small, 4),
                                                     "augmented": round(acc_aug, 4), "gain": round(acc_aug - acc_small, 4)}
 

@@ -75,10 +75,14 @@ def run(params: ExportParams, progress: Progress = SILENT) -> ExportSummary:
     try:
         rows: list[Record] = []
         progress.start("export", total=len(records), description="export synthetic")
+        shards = ShardReader(gen_dir)
         for r in records:
-            name = f"{dirs[r.label_id] if r.label_id is not None else UNLABELLED}/{Path(r.file).name}"
+            name = f"{dirs[r.label_id] if r.label_id is not None else UNLABELLED}/seed{r.seed}.png"
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(gen_dir / r.file, staging / name)
+            if r.index is None:
+                shutil.copyfile(gen_dir / r.file, staging / name)
+            else:
+                save_png(staging / name, shards.get(r.file, r.index))
             rows.append(Record(file=name, label=r.label, label_id=r.label_id, source="synthetic",
                                score=r.score, seed=r.seed, rank=r.rank))
             progress.advance("export")

@@ -51,6 +51,35 @@ def class_dirs(classes: list[str]) -> list[str]:
     return dirs
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele et al. 2014): a bijective hash of uint64 counters."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def seeded_normal(seeds: np.ndarray, dim: int) -> np.ndarray:
+    """Standard-normal float32 vectors, one per seed, from a counter-based hash.
+
+    Row i depends only on seeds[i] (never on the batch it is drawn in), and a whole batch is
+    a few vectorised numpy operations instead of one torch.Generator per candidate.
+    """
+    pairs = (dim + 1) // 2
+    keys = _splitmix64(np.asarray(seeds, dtype=np.uint64))[:, None]
+    counters = np.arange(2 * pairs, dtype=np.uint64)[None, :] * _GOLDEN
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(keys ^ counters)
+    u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 2**53)   # in (0, 1)
+    u1, u2 = u[:, :pairs], u[:, pairs:]
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)], axis=1)[:, :dim]
+    return z.astype(np.float32)
+
+
 class GenerateError(RuntimeError):
     """Generation cannot run with these settings."""
 
@@ -118,12 +147,7 @@ class Sampler:
 
     def latents(self, seeds: np.ndarray) -> torch.Tensor:
         """z for each seed, independent of batching: seed s always gives the same z."""
-        gen = torch.Generator()
-        out = torch.empty(len(seeds), self.cfg.z_dim)
-        for i, s in enumerate(seeds.tolist()):
-            gen.manual_seed(int(s))
-            out[i] = torch.randn(self.cfg.z_dim, generator=gen)
-        return out
+        return torch.from_numpy(seeded_normal(seeds, self.cfg.z_dim))
 
     @torch.no_grad()
     def images_and_scores(self, seeds: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -252,19 +276,20 @@ class PngWriter:
 def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Path, dirs: list[str],
            params: GenerateParams, progress: Progress = SILENT, ctx: Dist = Dist()) -> tuple[list[Record], np.ndarray, int]:
     """Regenerate survivors from their seeds, write PNGs; return records, a preview grid and the count written."""
+    locations = _locations(entries, dirs, params, ctx.world)
     records = [
-        Record(file=f"images/{dirs[label]}/seed{seed}.png",
+        Record(file=file, index=index,
                label=sampler.classes[label] if sampler.classes else None,
                label_id=label if sampler.classes else None, split="train", source="synthetic",
                score=round(score, 6), seed=seed, rank=rank if params.ranked else None,
                extra={} if not params.scores_only else {"rendered": False})
-        for label, seed, score, rank in entries
+        for (label, seed, score, rank), (file, index) in zip(entries, locations)
     ]
     preview = _preview(sampler, entries) if ctx.is_main else np.zeros((1, 1, 1), np.uint8)
     if params.scores_only:
         return records, preview, 0
-    writer = PngWriter(params.writers)
-    progress.start("write", total=len(entries), description="write PNGs")
+    writer: PngWriter | ShardWriter = PngWriter(params.writers) if params.format == "png" else ShardWriter(out)
+    progress.start("write", total=len(entries), description=f"write {params.format}")
     for d in set(dirs):
         (out / "images" / d).mkdir(parents=True, exist_ok=True)
     for chunk_no, start in enumerate(range(0, len(entries), params.batch_size)):
@@ -274,11 +299,53 @@ def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Pa
         seeds = np.array([e[1] for e in chunk], np.int64)
         labels = np.array([e[0] for e in chunk], np.int64)
         images, _ = sampler.images_and_scores(seeds, labels)
-        writer.submit([str(out / r.file) for r in records[start:start + len(chunk)]], to_uint8(images))
+        writer.submit([r.file if params.format == "npy" else str(out / r.file) for r in records[start:start + len(chunk)]],
+                      to_uint8(images))
         progress.advance("write", len(chunk))
     written = writer.close()
     progress.finish("write")
     return records, preview, written
+
+
+def _locations(entries: list, dirs: list[str], params: GenerateParams, world: int) -> list[tuple[str, int | None]]:
+    """Where each survivor is stored: its PNG, or (shard, row) when format is npy.
+
+    Rank r renders chunks r, r + world, ...; its j-th image goes to row j % shard_size of its
+    shard j // shard_size, so every rank knows every location without asking the others.
+    """
+    if params.format == "png":
+        return [(f"images/{dirs[e[0]]}/seed{e[1]}.png", None) for e in entries]
+    seen = [0] * world
+    out: list[tuple[str, int | None]] = []
+    for chunk_no, start in enumerate(range(0, len(entries), params.batch_size)):
+        owner = chunk_no % world
+        for _ in entries[start:start + params.batch_size]:
+            j = seen[owner]
+            out.append((f"shard-{owner:02d}-{j // params.shard_size:05d}.npy", j % params.shard_size))
+            seen[owner] += 1
+    return out
+
+
+class ShardWriter:
+    """Collects rendered images per shard file and writes each shard once, atomically."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.buffers: dict[str, list[np.ndarray]] = {}
+        self.written = 0
+
+    def submit(self, files: list[str], images: np.ndarray) -> None:
+        for file, image in zip(files, images):
+            self.buffers.setdefault(file, []).append(image)
+
+    def close(self) -> int:
+        from pipeline.io import save_npy
+
+        for file, rows in self.buffers.items():
+            save_npy(self.out / file, np.stack(rows))
+            self.written += len(rows)
+        self.buffers = {}
+        return self.written
 
 
 def _preview(sampler: Sampler, entries: list[tuple[int, int, float, int]], per_row: int = 10) -> np.ndarray:

@@ -25,6 +25,7 @@ class ModelConfig:
     d_channels: int = 64
     embed_dim: int = 32
     d_norm: str = "spectral"      # spectral | batch | none
+    mbstd_group: int = 4          # minibatch-std group size in D (0 = off)
 
     def __post_init__(self) -> None:
         if self.size not in SUPPORTED_SIZES:
@@ -80,9 +81,9 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 
 def sync_batchnorm(module: nn.Module, on: bool = True) -> nn.Module:
-    """Make every BatchNorm2d in `module` use statistics over all ranks."""
+    """Make every batch statistic in `module` (BatchNorm2d, MinibatchStd) span all ranks."""
     for m in module.modules():
-        if isinstance(m, BatchNorm2d):
+        if isinstance(m, (BatchNorm2d, MinibatchStd)):
             m.sync = on
     return module
 
@@ -131,6 +132,47 @@ class Generator(nn.Module):
         return torch.tanh(self.to_image(h))
 
 
+class MinibatchStd(nn.Module):
+    """Append the mean feature std over groups of `group` consecutive samples as one channel.
+
+    ProGAN's remedy for mode collapse: D sees how varied a batch is, so G cannot win by
+    drawing the same image for every z. Groups are consecutive samples so that torchrun's
+    contiguous per-rank slices form the same groups as one process does.
+    """
+
+    sync = False
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+        # In eval mode the feature is this running average, so a sample's score depends on
+        # the sample alone, not on the batch it is scored in (ranking needs that).
+        self.register_buffer("running_std", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if not self.training:
+            return torch.cat([x, self.running_std.to(x.dtype).expand(n, 1, h, w)], dim=1)
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        std = x.float().view(n // g, g, c, h, w).var(dim=1, unbiased=False).add(1e-8).sqrt()
+        std = std.mean(dim=(1, 2, 3))                            # one value per group
+        self._track(std.detach())
+        std = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+    @torch.no_grad()
+    def _track(self, std: torch.Tensor) -> None:
+        mean = std.mean()
+        import torch.distributed as dist
+
+        if self.sync and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        self.running_std.lerp_(mean, 0.1)
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -143,6 +185,9 @@ class Discriminator(nn.Module):
             if cfg.d_norm == "batch":
                 layers.append(BatchNorm2d(ch[i + 1]))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+        if cfg.mbstd_group:
+            layers += [MinibatchStd(cfg.mbstd_group), wrap(nn.Conv2d(ch[-1] + 1, ch[-1], 3, 1, 1)),
+                       nn.LeakyReLU(0.2, inplace=True)]
         self.features = nn.Sequential(*layers)
         self.head = wrap(nn.Linear(ch[-1], 1))
         self.project = wrap(nn.Embedding(cfg.num_classes, ch[-1])) if cfg.num_classes else None

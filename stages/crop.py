@@ -19,6 +19,12 @@ def command(
     min_likelihood: Annotated[Optional[float], option(P, "min_likelihood")] = None,
     keep: Annotated[Optional[str], option(P, "keep")] = None,
     workers: Annotated[Optional[int], option(P, "workers")] = None,
+    min_face: Annotated[Optional[int], option(P, "min_face")] = None,
+    pad_mode: Annotated[Optional[str], option(P, "pad_mode")] = None,
+    dedup_hamming: Annotated[Optional[int], option(P, "dedup_hamming")] = None,
+    tag_policy: Annotated[Optional[str], option(P, "tag_policy")] = None,
+    min_class_count: Annotated[Optional[int], option(P, "min_class_count")] = None,
+    cache: Annotated[Optional[Path], option(P, "cache")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
 ) -> None:
