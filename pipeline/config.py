@@ -144,6 +144,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+    compile: bool = Field(False, description="torch.compile G and D (a minute of compiling; pays off on long GPU runs).")
     grid_per_class: int = Field(10, ge=1, le=32, description="Samples per class (row) in the epoch grids.")
 
 

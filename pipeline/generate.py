@@ -129,7 +129,7 @@ class Sampler:
     @classmethod
     def from_checkpoint(cls, path: Path, device: torch.device, precision: str) -> "Sampler":
         state = load_checkpoint(path, map_location="cpu")
-        cfg = ModelConfig(**state["model_config"])
+        cfg = ModelConfig(**{"mbstd_group": 0, **state["model_config"]})  # checkpoints before minibatch-std
         g, d = Generator(cfg), Discriminator(cfg)
         g.load_state_dict(state["g_ema"])
         d.load_state_dict(state["d"])

@@ -195,6 +195,8 @@ class Trainer:
             m.to(device, memory_format=torch.channels_last)
         self.g_ema.eval().requires_grad_(False)
         self.g_train, self.d_train = self._wrap(self.g), self._wrap(self.d)
+        if params.compile:
+            self.g_train, self.d_train = torch.compile(self.g_train), torch.compile(self.d_train)
         adam = dict(betas=(params.beta1, params.beta2), foreach=True)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
