@@ -6,13 +6,12 @@ containers, so a checkpoint from elsewhere cannot run code on load.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, file_digest
 
 FORMAT = 1
 
@@ -40,8 +39,4 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")

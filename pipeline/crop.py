@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from pipeline.io import ShardReader, image_grid, save_png, write_json, write_sha
 from pipeline.labels import label_from_tags, settle_classes
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -59,7 +62,7 @@ def run(params: CropParams, progress: Progress = SILENT) -> CropSummary:
     return crop_resize(params, progress)
 
 
-def fit_image(img: "Image.Image", size: int, fit: str) -> "Image.Image":  # noqa: F821
+def fit_image(img: "Image.Image", size: int, fit: str) -> "Image.Image":
     """Fit a PIL image into size x size: pad (downscale if larger, centre on black), stretch or centre-crop."""
     from PIL import Image, ImageOps
 
@@ -74,7 +77,7 @@ def fit_image(img: "Image.Image", size: int, fit: str) -> "Image.Image":  # noqa
     return canvas
 
 
-def _to_array(img: "Image.Image") -> np.ndarray:  # noqa: F821
+def _to_array(img: "Image.Image") -> np.ndarray:
     grey = img.mode in GREY_MODES
     arr = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
     return arr[..., None] if grey else arr
@@ -205,6 +208,24 @@ def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record
     write_json(out / "meta.json", meta)
     save_png(out / "preview.png", preview_grid(images, final, classes))
     write_json(Path(params.metrics), summary.metrics())
+
+
+def read_split(folder: Path, split: str) -> tuple[np.ndarray, list[Record], list[str]]:
+    """One split of a crop output: N x H x W x C uint8 images, their records, and the classes."""
+    import json
+
+    folder = Path(folder)
+    classes = list(json.loads((folder / "meta.json").read_text()).get("classes", []))
+    records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == split]
+    shards = ShardReader(folder)
+    loaded: dict[str, np.ndarray] = {}
+    rows = []
+    for r in records:
+        if r.file not in loaded:
+            loaded[r.file] = shards.load_all(r.file)
+        rows.append(loaded[r.file][r.index])
+    images = np.stack(rows) if rows else np.zeros((0, 1, 1, 1), np.uint8)
+    return images, records, classes
 
 
 def preview_grid(images: np.ndarray, records: list[Record], classes: list[str], per_row: int = 12) -> np.ndarray:

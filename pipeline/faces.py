@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.config import CropParams
 from pipeline.crop import CropError, CropSummary, write_crop_outputs
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, file_digest
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
 from pipeline.progress import SILENT, Progress
@@ -296,13 +296,6 @@ def _crops_path(cache: str, key: str, md5: str) -> Path:
     return Path(cache) / "crops" / key / md5[:2] / f"{md5}.npz"
 
 
-def _file_md5(path: str) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _read_crops(path: Path) -> Optional[_Result]:
     try:
@@ -363,7 +356,7 @@ def process_image(task: _Task) -> _Result:
     from PIL import Image
 
     try:
-        md5 = task.md5 or _file_md5(task.path)
+        md5 = task.md5 or file_digest(task.path)
     except OSError as err:
         return _Result(f"unreadable ({type(err).__name__})")
     cached = cached_result(replace(task, md5=md5))

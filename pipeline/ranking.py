@@ -26,7 +26,6 @@ hash of each candidate's seed, so the kept set does not depend on batching.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.config import GenerateParams
-from pipeline.io import ShardReader
-from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
+from pipeline.manifest import MANIFEST_NAME, Record
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -177,18 +175,12 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, np.ndarray, list
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).exists():
         raise RankingError(f"{folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    classes = list(json.loads((folder / "meta.json").read_text()).get("classes", []))
-    records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == split]
-    reader = ShardReader(folder)
-    shards: dict[str, np.ndarray] = {}
-    rows = []
-    for r in records:
-        if r.file not in shards:
-            shards[r.file] = reader.load_all(r.file)
-        rows.append(shards[r.file][r.index])
-    if not rows:
+    from pipeline.crop import read_split
+
+    array, records, classes = read_split(folder, split)
+    if not records:
         return torch.empty(0, dtype=torch.uint8), np.empty(0, np.int64), [], classes
-    images = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = np.array([r.label_id if r.label_id is not None else 0 for r in records], np.int64)
     return images, labels, records, classes
 

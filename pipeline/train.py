@@ -26,10 +26,10 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
 from pipeline.distributed import Dist, from_env, shutdown
-from pipeline.io import ShardReader, atomic_path, image_grid, save_png, write_json
+from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
-from pipeline.manifest import MANIFEST_NAME, read_manifest
-from pipeline.models import Discriminator, Generator, ModelConfig, build, sync_batchnorm
+from pipeline.manifest import MANIFEST_NAME
+from pipeline.models import Generator, ModelConfig, build, sync_batchnorm
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -75,20 +75,15 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).exists():
         raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
+    from pipeline.crop import read_split
+
     meta = json.loads((folder / "meta.json").read_text())
-    records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == "train"]
+    array, records, classes = read_split(folder, "train")
     if not records:
         raise TrainError(f"train.input: {folder} has no images in the train split")
-    reader = ShardReader(folder)
-    shards: dict[str, np.ndarray] = {}
-    rows = []
-    for r in records:
-        if r.file not in shards:
-            shards[r.file] = reader.load_all(r.file)
-        rows.append(shards[r.file][r.index])
-    images = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([r.label_id if r.label_id is not None else 0 for r in records], dtype=torch.long)
-    return TrainingData(images.to(device), labels.to(device), list(meta.get("classes", [])), meta)
+    return TrainingData(images.to(device), labels.to(device), classes, meta)
 
 
 def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:

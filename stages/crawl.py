@@ -4,10 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
-
 from pipeline.config import CrawlParams as P
-from stages.common import PARAMS_OPTION, console, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
 
 
 def command(

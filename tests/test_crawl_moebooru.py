@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -22,6 +21,7 @@ from pipeline.crawl import CrawlError, run
 from pipeline.http import HttpClient, HttpError, parse_retry_after
 from pipeline.manifest import read_manifest
 from pipeline.sources.moebooru import client_for, crawl_moebooru, resolve
+from stages.cli import app
 
 try:  # pytest puts tests/ on sys.path (rootdir-relative layout without __init__.py)
     from moebooru_server import FakePost, closed_port, serve
@@ -374,28 +374,6 @@ def test_a_folder_keeps_one_variant(tmp_path: Path) -> None:
 # -- the CLI ------------------------------------------------------------------------------
 
 
-def _cli_app() -> typer.Typer:
-    """The real `augment` app; until every stage module exists, an app with just the crawl command."""
-    try:
-        from stages.cli import app
-        return app
-    except ImportError:
-        from stages.crawl import command
-
-        app = typer.Typer()
-        app.callback()(lambda: None)
-        app.command("crawl")(command)
-        return app
-
-
-def _cli_argv() -> list[str]:
-    try:
-        import stages.cli  # noqa: F401
-        return [sys.executable, "-m", "pipeline"]
-    except ImportError:
-        return [sys.executable, "-c", "import typer; from stages.crawl import command; typer.run(command)"]
-
-
 def write_params(path: Path, base_url: str, out: Path, **extra: Any) -> Path:
     crawl_section = {"source": "konachan", "base_url": base_url, "out": str(out), "delay": 0, "timeout": 2,
                      "retries": 0, "page_size": 5, "variant": "file", "workers": 2, **extra}
@@ -405,7 +383,7 @@ def write_params(path: Path, base_url: str, out: Path, **extra: Any) -> Path:
 
 def test_cli_unreachable_site(tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", f"http://127.0.0.1:{closed_port()}", tmp_path / "out")
-    result = CliRunner().invoke(_cli_app(), ["crawl", "--params", str(params)])
+    result = CliRunner().invoke(app, ["crawl", "--params", str(params)])
     assert result.exit_code == 1
     assert "cannot reach http://127.0.0.1:" in " ".join(result.output.split())
 
@@ -414,7 +392,7 @@ def test_cli_unreachable_site(tmp_path: Path) -> None:
 def test_cli_not_a_moebooru_site(tmp_path: Path, flavour: str) -> None:
     with serve([], flavour=flavour, robots=None) as server:
         params = write_params(tmp_path / "params.yaml", server.base_url, tmp_path / "out")
-        result = CliRunner().invoke(_cli_app(), ["crawl", "--params", str(params)])
+        result = CliRunner().invoke(app, ["crawl", "--params", str(params)])
     assert result.exit_code == 1
     assert "Moebooru" in result.output and server.base_url in " ".join(result.output.split())
 
@@ -422,7 +400,7 @@ def test_cli_not_a_moebooru_site(tmp_path: Path, flavour: str) -> None:
 def test_cli_success_through_run(tmp_path: Path) -> None:
     with serve(plain_posts(3)) as server:
         params = write_params(tmp_path / "params.yaml", server.base_url, tmp_path / "out")
-        result = CliRunner().invoke(_cli_app(), ["crawl", "--params", str(params), "--mode", "html", "--rating", "s,q"])
+        result = CliRunner().invoke(app, ["crawl", "--params", str(params), "--mode", "html", "--rating", "s,q"])
     assert result.exit_code == 0, result.output
     assert len(manifest_md5s(tmp_path / "out")) == 3
 
@@ -437,7 +415,7 @@ def test_kill_mid_crawl_then_resume(tmp_path: Path) -> None:
     posts = plain_posts(24)
     with serve(posts, image_delay=0.1) as server:
         params = write_params(tmp_path / "params.yaml", server.base_url, out)
-        argv = _cli_argv() + ["crawl", "--params", str(params)]
+        argv = [sys.executable, "-m", "pipeline", "crawl", "--params", str(params)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

@@ -13,7 +13,7 @@ from pipeline.config import CrawlParams, CropParams
 from pipeline.crawl import CrawlError
 from pipeline.io import ShardReader
 from pipeline.manifest import read_manifest
-from tests.conftest import FMNIST_DIR, needs_fmnist
+from tests.conftest import needs_fmnist
 
 
 @needs_fmnist

@@ -24,7 +24,6 @@ Output folder layout and the guarantees a killed-and-resumed crawl keeps:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.config import CrawlParams, to_jsonable
 from pipeline.crawl import CrawlError, CrawlSummary
 from pipeline.http import PART_SUFFIX, Download, HttpClient, HttpError
-from pipeline.io import write_json
+from pipeline.io import file_digest, write_json
 from pipeline.manifest import MANIFEST_NAME, ManifestAppender, Record, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
 
@@ -515,7 +514,7 @@ class _Crawl:
             return False
         try:
             fmt, width, height = verify_image(path, self.params.max_pixels)
-            if post.variant == "file" and _file_md5(path) != post.md5:
+            if post.variant == "file" and file_digest(path) != post.md5:
                 raise _Rejected("md5 mismatch")
         except _Rejected:
             path.unlink()
@@ -566,10 +565,3 @@ class _Crawl:
         self.progress.advance("downloads", kept, downloaded=self.new, skipped=sum(self.skips.values()),
                               failed=self.failed, MB=round(self.bytes / 1e6, 1))
 
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
