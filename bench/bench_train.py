@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import TrainParams  # noqa: E402
 from pipeline.losses import d_loss, g_loss  # noqa: E402
 from pipeline.models import ModelConfig, build  # noqa: E402
-from pipeline.train import Trainer, TrainingData  # noqa: E402
+from pipeline.train import Trainer, TrainingData, model_config  # noqa: E402
 
 
 def fashion_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +52,7 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> No
         Image.fromarray(img[..., 0]).save(root / str(int(y)) / f"{i:05d}.png")
 
 
-def plain_loop(root: Path, cfg: ModelConfig, batch: int, steps: int, warmup: int) -> float:
+def plain_loop(root: Path, cfg: ModelConfig, loss_kind: str, batch: int, steps: int, warmup: int) -> float:
     """The usual DCGAN tutorial loop over an ImageFolder; returns images per second."""
     from torchvision import datasets, transforms
 
@@ -71,11 +71,11 @@ def plain_loop(root: Path, cfg: ModelConfig, batch: int, steps: int, warmup: int
             z = torch.randn(batch, cfg.z_dim)
             yf = torch.randint(cfg.num_classes, (batch,))
             fake = g(z, yf)
-            loss = d_loss("hinge", d(real, y), d(fake.detach(), yf))
+            loss = d_loss(loss_kind, d(real, y), d(fake.detach(), yf))
             opt_d.zero_grad()
             loss.backward()
             opt_d.step()
-            loss = g_loss("hinge", d(g(torch.randn(batch, cfg.z_dim), yf), yf))
+            loss = g_loss(loss_kind, d(g(torch.randn(batch, cfg.z_dim), yf), yf))
             opt_g.zero_grad()
             loss.backward()
             opt_g.step()
@@ -85,12 +85,16 @@ def plain_loop(root: Path, cfg: ModelConfig, batch: int, steps: int, warmup: int
     return steps * batch / (time.perf_counter() - started)
 
 
-def augment_loop(images: np.ndarray, labels: np.ndarray, cfg: ModelConfig, batch: int, steps: int, warmup: int,
-                 precision: str) -> float:
-    data = TrainingData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long(),
+def training_data(images: np.ndarray, labels: np.ndarray) -> TrainingData:
+    return TrainingData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long(),
                         [str(i) for i in range(10)], {})
-    params = TrainParams(batch_size=batch, z_dim=cfg.z_dim, g_channels=cfg.g_channels, d_channels=cfg.d_channels,
-                         embed_dim=cfg.embed_dim, precision=precision)
+
+
+def augment_loop(images: np.ndarray, labels: np.ndarray, params: TrainParams, steps: int, warmup: int,
+                 precision: str, compile: bool = False) -> float:
+    data = training_data(images, labels)
+    batch = params.batch_size
+    params = params.model_copy(update={"precision": precision, "compile": compile})
     trainer = Trainer(params, data, torch.device("cpu"), precision)
     order = torch.randperm(len(images))
     for i in range(warmup):
@@ -111,22 +115,28 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64, help="g_channels = d_channels (64 = the classic DCGAN)")
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time bf16 with torch.compile (warm-up includes compiling)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# train throughput, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, batch {args.batch}, channels {args.channels}, {args.steps} timed steps\n")
-    print("| size | plain loop img/s | augment fp32 img/s | ratio | augment bf16 img/s | ratio |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    cols = ["augment fp32", "augment bf16"] + (["augment bf16 + compile"] if args.compile else [])
+    print("| size | plain loop img/s | " + " | ".join(f"{c} img/s | ratio" for c in cols) + " |")
+    print("| --- | --- |" + " --- | --- |" * len(cols))
     for size in args.sizes:
         images, labels = fashion_images(args.images, size)
-        cfg = ModelConfig(size=size, channels=1, num_classes=10, z_dim=64, g_channels=args.channels,
-                          d_channels=args.channels, embed_dim=32)
+        # The shipped defaults (loss, D normalisation, minibatch-std) at the classic DCGAN width.
+        params = TrainParams(batch_size=args.batch, g_channels=args.channels, d_channels=args.channels)
+        cfg = model_config(params, training_data(images, labels))
         with tempfile.TemporaryDirectory() as tmp:
             write_image_folder(Path(tmp), images, labels)
-            plain = plain_loop(Path(tmp), cfg, args.batch, args.steps, args.warmup)
-        fp32 = augment_loop(images, labels, cfg, args.batch, args.steps, args.warmup, "fp32")
-        bf16 = augment_loop(images, labels, cfg, args.batch, args.steps, args.warmup, "bf16")
-        print(f"| {size} | {plain:.0f} | {fp32:.0f} | {fp32 / plain:.2f}x | {bf16:.0f} | {bf16 / plain:.2f}x |", flush=True)
+            plain = plain_loop(Path(tmp), cfg, params.loss, args.batch, args.steps, args.warmup)
+        rates = [augment_loop(images, labels, params, args.steps, args.warmup, "fp32"),
+                 augment_loop(images, labels, params, args.steps, args.warmup, "bf16")]
+        if args.compile:
+            rates.append(augment_loop(images, labels, params, args.steps, args.warmup, "bf16", compile=True))
+        cells = " | ".join(f"{r:.0f} | {r / plain:.2f}x" for r in rates)
+        print(f"| {size} | {plain:.0f} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
