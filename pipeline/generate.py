@@ -21,7 +21,7 @@ import torch
 
 from pipeline.checkpoint import file_sha256, load_checkpoint
 from pipeline.config import GenerateParams, to_jsonable
-from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.device import autocast, resolve_device, resolve_precision, set_threads, HeapTrimmer
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
@@ -210,10 +210,12 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     sample: list[np.ndarray] = []
     sampled = 0
     progress.start("score", total=total, description="generate + score" if params.ranked else "generate")
+    trim = HeapTrimmer()
     for batch_no, (seeds, labels) in enumerate(candidate_batches(params.seed, total, k, params.batch_size)):
         if batch_no % ctx.world != ctx.rank:  # under torchrun each rank scores every world-th batch
             continue
         _, scores = sampler.images_and_scores(seeds, labels)
+        trim()
         if per_class:
             for c in np.unique(labels):
                 mask = labels == c
