@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, file_digest
 
 FORMAT = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PipelineError):
     """A checkpoint that is missing, unreadable or of another format."""
 
 

@@ -12,12 +12,14 @@ from typing import Any, Literal, Optional, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import PipelineError
+
 SUPPORTED_SIZES = (32, 64, 96, 128)
 Loss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
 Source = Literal["fashion-mnist", "folder", "konachan"]
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """A params file or override that cannot be used; the message is one line."""
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import CrawlParams
+from pipeline.errors import PipelineError
 from pipeline.progress import SILENT, Progress
 
 
-class CrawlError(RuntimeError):
+class CrawlError(PipelineError):
     """The source cannot be used at all (unreachable, not the expected API, missing data)."""
 
 

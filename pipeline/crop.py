@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 
 from pipeline.config import CropParams, to_jsonable
+from pipeline.errors import PipelineError
 from pipeline.io import ShardReader, image_grid, save_png, write_json, write_shards
 from pipeline.labels import label_from_tags, settle_classes
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest, write_manifest
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
-class CropError(RuntimeError):
+class CropError(PipelineError):
     """The crop input cannot be used at all."""
 
 

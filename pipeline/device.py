@@ -7,12 +7,14 @@ from typing import ContextManager
 
 import torch
 
+from pipeline.errors import PipelineError
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available (allowed: auto, cpu, cuda)")
+        raise PipelineError("device 'cuda' was asked for but no CUDA device is available (allowed: auto, cpu, cuda)")
     return torch.device(name)
 
 

@@ -36,6 +36,7 @@ import torch
 
 from pipeline.classifier import TrainConfig, accuracy, features, predict, train_classifier
 from pipeline.config import EvaluateParams, GenerateParams, to_jsonable
+from pipeline.errors import PipelineError
 from pipeline.fidelity import frechet_distance, precision_recall
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.progress import SILENT, Progress
@@ -45,7 +46,7 @@ COLUMNS = ("real_reference", "export", "unranked", "topk", "drs", "mh")
 RULES = ("unranked", "topk", "drs", "mh")
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(PipelineError):
     """Evaluation cannot run (no test split, unlabelled data, classes that differ, ...)."""
 
 

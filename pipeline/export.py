@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.config import ExportParams, to_jsonable
+from pipeline.errors import PipelineError
 from pipeline.generate import class_dirs
 from pipeline.io import ShardReader, save_png, write_json, write_text
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest, write_manifest
@@ -30,7 +31,7 @@ CSV_COLUMNS = ("file", "label", "label_id", "score", "source", "seed", "rank", "
 UNLABELLED = "unlabelled"
 
 
-class ExportError(RuntimeError):
+class ExportError(PipelineError):
     """The inputs of the export cannot be used."""
 
 

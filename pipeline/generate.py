@@ -23,6 +23,7 @@ from pipeline.checkpoint import file_sha256, load_checkpoint
 from pipeline.config import GenerateParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads, HeapTrimmer
 from pipeline.distributed import Dist, from_env, shutdown
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 from pipeline.models import Discriminator, Generator, ModelConfig
@@ -80,7 +81,7 @@ def seeded_normal(seeds: np.ndarray, dim: int) -> np.ndarray:
     return z.astype(np.float32)
 
 
-class GenerateError(RuntimeError):
+class GenerateError(PipelineError):
     """Generation cannot run with these settings."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal, Optional
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -19,7 +20,7 @@ SPLITS = ("train", "test")
 SOURCES = ("real", "synthetic")
 
 
-class ManifestError(ValueError):
+class ManifestError(PipelineError, ValueError):
     """A manifest line that does not follow the schema."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.config import GenerateParams
+from pipeline.errors import PipelineError
 from pipeline.manifest import MANIFEST_NAME, Record
 from pipeline.progress import SILENT, Progress
 
@@ -44,7 +45,7 @@ DRS_EPS = 1e-6
 Entry = tuple[int, int, float, int]  # (label, seed, raw score, rank)
 
 
-class RankingError(RuntimeError):
+class RankingError(PipelineError):
     """Ranking cannot run (no held-out real images to calibrate against, ...)."""
 
 

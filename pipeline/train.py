@@ -26,6 +26,7 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
 from pipeline.distributed import Dist, from_env, shutdown
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME
@@ -37,12 +38,14 @@ HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class TrainError(RuntimeError):
+class TrainError(PipelineError):
     """Training cannot start (no data, bad checkpoint for --resume, ...)."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(PipelineError):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    exit_code = 130
 
 
 @dataclass

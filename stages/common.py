@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -36,6 +36,19 @@ def load(params_path: Path, section: str, overrides: dict[str, Any]) -> Any:
         return load_section(params_path, section, overrides)
     except ParamsError as err:
         fail(str(err), code=2)
+
+
+def execute(title: str, work: Callable[[Progress], Any]) -> Any:
+    """Run a stage's library call under progress bars; expected failures become one line + exit code."""
+    from pipeline.errors import PipelineError
+
+    try:
+        with progress() as bar:
+            result = work(bar)
+    except PipelineError as err:
+        fail(str(err), code=err.exit_code)
+    summary(title, result.rows())
+    return result
 
 
 def fail(message: str, code: int = 1) -> None:

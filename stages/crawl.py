@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pipeline.config import CrawlParams as P
-from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, execute, fail, load, option
 
 
 def command(
@@ -24,6 +24,7 @@ def command(
     workers: Annotated[Optional[int], option(P, "workers")] = None,
     delay: Annotated[Optional[float], option(P, "delay")] = None,
     timeout: Annotated[Optional[float], option(P, "timeout")] = None,
+    retries: Annotated[Optional[int], option(P, "retries")] = None,
     respect_robots: Annotated[Optional[bool], option(P, "respect_robots", "--robots/--no-robots")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
@@ -31,13 +32,8 @@ def command(
     """Fetch images and their labels or tags into the crawl output folder."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "crawl", overrides)
-    from pipeline.crawl import CrawlError, run
+    from pipeline.crawl import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, bar)
-    except CrawlError as err:
-        fail(str(err))
-    summary(f"crawl ({cfg.source})", result.rows())
+    result = execute(f"crawl ({cfg.source})", lambda bar: run(cfg, bar))
     if not result.ok:
         fail(f"nothing was kept from {result.due} images due; see {cfg.out / 'failures.jsonl'}")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pipeline.config import CropParams as P
-from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, execute, load, option
 
 
 def command(
@@ -31,11 +31,6 @@ def command(
     """Fit images (resize) or detect and crop anime faces (faces) into training shards."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "crop", overrides)
-    from pipeline.crop import CropError, run
+    from pipeline.crop import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, bar)
-    except CropError as err:
-        fail(str(err))
-    summary(f"crop ({cfg.mode})", result.rows())
+    execute(f"crop ({cfg.mode})", lambda bar: run(cfg, bar))

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pipeline.config import EvaluateParams as P
-from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, execute, load, option
 
 
 def command(
@@ -29,13 +29,6 @@ def command(
     """Train a fixed small CNN on the export, real subsets and ranked/unranked sets; test on real data."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "evaluate", overrides)
-    from pipeline.checkpoint import CheckpointError
-    from pipeline.evaluate import EvaluateError, run
-    from pipeline.ranking import RankingError
+    from pipeline.evaluate import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, bar)
-    except (EvaluateError, RankingError, CheckpointError) as err:
-        fail(str(err))
-    summary("evaluate", result.rows())
+    execute("evaluate", lambda bar: run(cfg, bar))

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pipeline.config import ExportParams as P
-from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, execute, load, option
 
 
 def command(
@@ -17,11 +17,6 @@ def command(
     """Export generated samples (and optionally the real ones) as an ImageFolder dataset."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "export", overrides)
-    from pipeline.export import ExportError, run
+    from pipeline.export import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, bar)
-    except ExportError as err:
-        fail(str(err))
-    summary("export", result.rows())
+    execute("export", lambda bar: run(cfg, bar))

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pipeline.config import GenerateParams as P
-from stages.common import PARAMS_OPTION, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, execute, load, option
 
 
 def command(
@@ -28,15 +28,6 @@ def command(
     """Generate labelled samples; with --ranked keep the best of --oversample candidates each."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "generate", overrides)
-    from pipeline.checkpoint import CheckpointError
-    from pipeline.generate import GenerateError, run
-    from pipeline.ranking import RankingError
+    from pipeline.generate import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, bar)
-    except (CheckpointError, GenerateError) as err:
-        fail(str(err))
-    except RankingError as err:
-        fail(str(err))
-    summary("generate", result.rows())
+    execute("generate", lambda bar: run(cfg, bar))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.config import TrainParams as P
-from stages.common import PARAMS_OPTION, console, fail, load, option, progress, summary
+from stages.common import PARAMS_OPTION, console, execute, load, option
 
 
 def command(
@@ -30,18 +30,8 @@ def command(
     """Train the DCGAN; writes checkpoints, per-epoch sample grids, losses.csv/png and metrics."""
     overrides = {k: v for k, v in locals().items() if k not in ("params", "resume")}
     cfg: P = load(params, "train", overrides)
-    from pipeline.checkpoint import CheckpointError
-    from pipeline.train import Interrupted, TrainError, run
+    from pipeline.train import run
 
-    try:
-        with progress() as bar:
-            result = run(cfg, resume=resume, progress=bar)
-    except (TrainError, CheckpointError, RuntimeError) as err:
-        if isinstance(err, Interrupted):
-            fail(str(err), code=130)
-        if not isinstance(err, (TrainError, CheckpointError)) and "device" not in str(err):
-            raise
-        fail(str(err))
-    summary("train", result.rows())
+    result = execute("train", lambda bar: run(cfg, resume=resume, progress=bar))
     if not result.finished:
         console.print(f"stopped early at step {result.steps}; continue with `augment train --resume`")
