@@ -111,3 +111,30 @@ def accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[fl
     per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else float("nan")
                  for c in range(num_classes)]
     return overall, per_class
+
+
+# --- the label judge: a classifier of the real training split, kept with the GAN ---------------
+
+
+def judge_state(model: SmallCNN, cfg: TrainConfig) -> dict:
+    """What a checkpoint keeps of a judge: tensors and plain numbers only (weights_only loading)."""
+    return {"state": model.state_dict(), "channels": model.body[0][0].in_channels,
+            "num_classes": model.head.out_features, "width": cfg.width, "steps": cfg.steps, "seed": cfg.seed}
+
+
+def load_judge(saved: dict, device: torch.device = torch.device("cpu")) -> SmallCNN:
+    model = SmallCNN(int(saved["channels"]), int(saved["num_classes"]), int(saved["width"]))
+    model.load_state_dict(saved["state"])
+    return model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def confidence(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """P(label | image) under `model` for generated float images in [-1, 1].
+
+    Images are first rounded to the uint8 grid they will be saved on, so a kept image is judged
+    exactly as a user will read it back.
+    """
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().div_(127.5).sub_(1.0)
+    probs = torch.softmax(model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+    return probs.gather(1, labels.view(-1, 1).to(probs.device)).squeeze(1).cpu().numpy()

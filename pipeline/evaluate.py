@@ -42,8 +42,8 @@ from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
-COLUMNS = ("real_reference", "export", "unranked", "topk", "drs", "mh")
-RULES = ("unranked", "topk", "drs", "mh")
+COLUMNS = ("real_reference", "export", "unranked", "filter", "topk", "drs", "mh")
+RULES = ("unranked", "filter", "topk", "drs", "mh")
 
 
 class EvaluateError(PipelineError):
@@ -94,27 +94,42 @@ class EvaluateSummary:
 
     def rows(self) -> dict[str, Any]:
         m = self.metrics
+        n = len(m.get("seeds", [])) or 1
         rows: dict[str, Any] = {
             "output": str(self.out),
             "test images": m.get("test_images"),
-            f"CAS (synthetic only, {m.get('train_images')} images)": m.get("cas"),
-            "real accuracy (as many real images)": m.get("real_accuracy"),
+            "seeds (mean ± std)": n,
+            f"CAS (synthetic only, {m.get('train_images')} images)": _pm(m, "cas"),
+            "real accuracy (as many real images)": _pm(m, "real_accuracy"),
             f"real accuracy (all {m.get('real_train_images')} real)": m.get("real_accuracy_all"),
             "export FD / precision / recall": _triple(m.get("fidelity", {})),
             "real subset FD / precision / recall": _triple(m.get("fidelity", {}), "_real_reference"),
         }
         for name, g in m.get("gain", {}).items():
             rows[f"gain at {name} real ({g['real_images']} imgs)"] = (
-                f"{g['real']:.4f} -> {g['augmented']:.4f} ({g['gain']:+.4f})")
+                f"{g['real']:.4f} -> {g['augmented']:.4f} ({_pm(g, 'gain', signed=True)})")
         for rule, r in m.get("ranking", {}).items():
-            rows[f"{rule}: CAS / FD / P / R"] = (
-                f"{r['cas']:.4f} / {r['fd']:.2f} / {r['precision']:.3f} / {r['recall']:.3f}")
+            rows[f"{rule}: CAS / FD / P / R"] = " / ".join(
+                _pm(r, key) if key in r else "-" for key in ("cas", "fd", "precision", "recall"))
+        vs = m.get("ranked_vs_unranked")
+        if vs:
+            rows[f"{vs['rule']} - unranked"] = ", ".join(
+                f"{k} {v['diff']:+.4f} ± {v['std']:.4f}{' (beyond 2 std)' if v['beyond_2_std'] else ''}"
+                for k, v in vs.items() if isinstance(v, dict))
         if m.get("winner"):
             rows["best rule"] = m["winner"]
         if m.get("inception"):
             rows["Inception FID / KID"] = m["inception"]
         rows["seconds"] = round(self.seconds, 1)
         return rows
+
+
+def _pm(m: dict[str, Any], key: str, signed: bool = False) -> str:
+    value, std = m.get(key), m.get(f"{key}_std")
+    if value is None:
+        return "-"
+    text = f"{value:+.4f}" if signed else f"{value:.4f}"
+    return f"{text} ± {std:.4f}" if std else text
 
 
 def _triple(f: dict[str, Any], suffix: str = "") -> str:
@@ -196,8 +211,9 @@ class _Judge:
         self.real_features = np.empty(0)
         self.real_feature_labels = np.empty(0, np.int64)
 
-    def fit(self, data: LabelledSet, steps: int | None = None) -> tuple[Any, float, list[float]]:
-        cfg = self.cfg if steps is None else TrainConfig(**{**self.cfg.__dict__, "steps": steps})
+    def fit(self, data: LabelledSet, steps: int | None = None, seed: int | None = None) -> tuple[Any, float, list[float]]:
+        cfg = TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
+                             **({"seed": seed} if seed is not None else {})})
         model = train_classifier(data.images, torch.from_numpy(data.labels), self.k, cfg, self.device)
         acc, per_class = accuracy(predict(model, self.test.images, device=self.device), self.test.labels, self.k)
         self.progress.advance("classifiers")
@@ -209,8 +225,8 @@ class _Judge:
         self.real_features = features(model, self.test.images[torch.from_numpy(idx)], device=self.device)
         self.real_feature_labels = self.test.labels[idx]
 
-    def judge(self, data: LabelledSet) -> Judged:
-        _, acc, per_class = self.fit(data)
+    def judge(self, data: LabelledSet, seed: int | None = None) -> Judged:
+        _, acc, per_class = self.fit(data, seed=seed)
         out = Judged(acc, per_class)
         idx = _subset(len(data), self.params.feature_samples, self.params.seed + 13)
         feats = features(self.feature_model, data.images[torch.from_numpy(idx)], device=self.device)
@@ -257,43 +273,60 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
 
+    seeds = [params.seed + i for i in range(params.seeds)]
     judge = _Judge(params, test, num_classes, device, progress)
-    progress.start("classifiers", total=3 + 2 * len(params.fractions) + len(rules), description="train classifiers")
+    progress.start("classifiers", total=1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules)),
+                   description="train classifiers")
     metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
-                               "real_train_images": len(real), "train_images": len(export)}
+                               "real_train_images": len(real), "train_images": len(export), "seeds": seeds}
 
-    feature_model, acc_all, _ = judge.fit(real, params.feature_steps or 2 * params.steps)
+    # One feature space for every seed: the fixed CNN trained on all real training images.
+    feature_model, acc_all, _ = judge.fit(real, params.feature_steps, seed=params.seed)
     judge.set_feature_model(feature_model)
     metrics["real_accuracy_all"] = round(acc_all, 4)
 
-    results: dict[str, Judged] = {}
-    results["export"] = judge.judge(export)
+    results: dict[str, list[Judged]] = {name: [] for name in ("export", "real_reference")}
+    gains: dict[str, dict[str, list[float]]] = {}
     n_ref = min(len(export), len(real))
-    results["real_reference"] = judge.judge(real.take(_subset(len(real), n_ref, params.seed + 17)))
-    metrics["cas"] = round(results["export"].accuracy, 4)
-    metrics["real_accuracy"] = round(results["real_reference"].accuracy, 4)
-    metrics["cas_gap"] = round(metrics["real_accuracy"] - metrics["cas"], 4)
-    metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
-
-    metrics["gain"] = {}
-    for fraction in params.fractions:
-        subset = real.take(_stratified(real.labels, fraction, params.seed + 19, num_classes))
-        _, acc_small, _ = judge.fit(subset)
-        _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share))
-        metrics["gain"][f"{fraction * 100:g}pct"] = {"real_images": len(subset), "real": round(acc_small, 4),
-                                                    "augmented": round(acc_aug, 4), "gain": round(acc_aug - acc_small, 4)}
-
-    pool: dict[str, Any] = {}
-    if rules:
-        pool = _compare_rules(params, gen, rules, judge, results, len(export), device, progress, metrics)
+    sampler = _sampler(params, gen, num_classes, device) if rules else None
+    rule_runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        results["export"].append(judge.judge(export, seed))
+        results["real_reference"].append(judge.judge(real.take(_subset(len(real), n_ref, seed + 17)), seed))
+        for fraction in params.fractions:
+            subset = real.take(_stratified(real.labels, fraction, seed + 19, num_classes))
+            _, acc_small, _ = judge.fit(subset, seed=seed)
+            _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share), seed=seed)
+            g = gains.setdefault(f"{fraction * 100:g}pct", {"real_images": [], "real": [], "augmented": [], "gain": []})
+            for key, value in (("real_images", len(subset)), ("real", acc_small), ("augmented", acc_aug),
+                               ("gain", acc_aug - acc_small)):
+                g[key].append(value)
+        if sampler is not None:
+            rule_runs.append(_compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
     progress.finish("classifiers")
+
+    metrics.update(_mean_std("cas", [j.accuracy for j in results["export"]]))
+    metrics.update(_mean_std("real_accuracy", [j.accuracy for j in results["real_reference"]]))
+    metrics["cas_gap"] = round(metrics["real_accuracy"] - metrics["cas"], 4)
+    metrics["cas_ratio"] = round(metrics["cas"] / metrics["real_accuracy"], 4) if metrics["real_accuracy"] else None
+    metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
+    metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
+                              **{k: v for key in ("real", "augmented", "gain") for k, v in _mean_std(key, g[key]).items()}}
+                       for name, g in gains.items()}
+    pool: dict[str, Any] = {}
+    if rule_runs:
+        for rule in rules:
+            results[rule] = [run_[rule]["judged"] for run_ in rule_runs]
+        metrics.update(_ranking_metrics(rules, rule_runs, gen))
+        pool = rule_runs[0]["pool"]
 
     if params.inception_weights is not None:
         metrics["inception"] = _inception(params, test, export, device)
 
     out = Path(params.out)
-    _write_csvs(out, classes, results)
-    _plot_accuracy(out / "per_class_accuracy.png", classes, results)
+    averaged = {name: _average(js) for name, js in results.items()}
+    _write_csvs(out, classes, averaged)
+    _plot_accuracy(out / "per_class_accuracy.png", classes, averaged)
     if pool:
         _plot_scores(out / "scores.png", pool)
         _grids(out, pool, num_classes, params.grid_per_class)
@@ -305,83 +338,142 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     return summary
 
 
-def _fidelity(export: Judged, ref: Judged) -> dict[str, float]:
+def _mean_std(name: str, values: list[float]) -> dict[str, float]:
+    """`name`: the mean over seeds, `name_std`: their sample standard deviation (0 for one seed)."""
+    a = np.asarray(values, np.float64)
+    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return {name: round(float(a.mean()), 4), f"{name}_std": round(std, 4)}
+
+
+def _average(judged: list[Judged]) -> Judged:
+    """Per-class numbers averaged over seeds (for the CSVs and bar charts)."""
+    def mean(attr: str) -> list[float]:
+        rows = [getattr(j, attr) for j in judged if getattr(j, attr)]
+        return np.nanmean(np.array(rows, np.float64), axis=0).tolist() if rows else []
+
+    return Judged(float(np.mean([j.accuracy for j in judged])), mean("per_class_accuracy"),
+                  per_class_precision=mean("per_class_precision"), per_class_recall=mean("per_class_recall"))
+
+
+def _fidelity(export: list[Judged], ref: list[Judged]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in ("fd", "precision", "recall"):
-        for suffix, j in (("", export), ("_real_reference", ref)):
-            value = getattr(j, name)
-            if value is not None:
-                out[name + suffix] = round(value, 4)
+        for suffix, js in (("", export), ("_real_reference", ref)):
+            values = [getattr(j, name) for j in js if getattr(j, name) is not None]
+            if values:
+                stats = _mean_std(name + suffix, values)
+                out[name + suffix] = stats[name + suffix]
+                if len({round(v, 6) for v in values}) > 1:
+                    out[f"{name}{suffix}_std"] = stats[f"{name}{suffix}_std"]
     return out
 
 
-def _compare_rules(params: EvaluateParams, gen: GenerateParams, rules: list[str], judge: _Judge,
-                   results: dict[str, Judged], export_size: int, device: torch.device, progress: Progress,
-                   metrics: dict[str, Any]) -> dict[str, Any]:
-    """Score one candidate pool, select with each rule, render and judge each kept set."""
+def _sampler(params: EvaluateParams, gen: GenerateParams, num_classes: int, device: torch.device) -> Any:
     from pipeline.device import resolve_precision
-    from pipeline.generate import Sampler, candidate_batches
-    from pipeline.ranking import calibrate, calibration_data, make_selector, selector_stats
+    from pipeline.generate import Sampler
+
+    sampler = Sampler.from_params(gen, device, resolve_precision(gen.precision, device))
+    if sampler.num_labels != num_classes:
+        raise EvaluateError(f"evaluate.checkpoint: the model has {sampler.num_labels} classes, the data {num_classes}")
+    return sampler
+
+
+def _compare_rules(params: EvaluateParams, gen: GenerateParams, rules: list[str], judge: _Judge, sampler: Any,
+                   export_size: int, seed: int, progress: Progress) -> dict[str, Any]:
+    """One candidate pool per evaluation seed; each rule selects from it, each kept set is rendered and judged.
+
+    Seed i's pool is candidates `generate.seed + i * pool .. + pool - 1`, so the seeds differ in
+    the candidates drawn as well as in the classifier's weights and data order.
+    """
+    from pipeline.generate import candidate_batches
+    from pipeline.ranking import prepare_rule, selector_stats
     from pipeline.train import to_uint8
 
-    sampler = Sampler.from_checkpoint(gen.checkpoint, device, resolve_precision(gen.precision, device))
-    if sampler.num_labels != judge.k:
-        raise EvaluateError(f"evaluate.checkpoint: the model has {sampler.num_labels} classes, the data {judge.k}")
     n = params.compare_count or export_size
     total = n * gen.oversample
-    seeds_all, labels_all, scores_all = [], [], []
-    progress.start("pool", total=total, description="score candidate pool")
+    gen = gen.model_copy(update={"seed": gen.seed + (seed - params.seed) * total})
+    need_conf = "filter" in rules
+    seeds_all, labels_all, scores_all, conf_all = [], [], [], []
+    progress.start("pool", total=total, description=f"score candidate pool (seed {seed})")
     for seeds, labels in candidate_batches(gen.seed, total, sampler.num_labels, gen.batch_size):
-        seeds_all.append(seeds), labels_all.append(labels)
-        scores_all.append(sampler.images_and_scores(seeds, labels)[1])
+        images, scores = sampler.images_and_scores(seeds, labels)
+        seeds_all.append(seeds), labels_all.append(labels), scores_all.append(scores)
+        conf_all.append(sampler.confidence(images, labels) if need_conf else np.zeros(len(seeds)))
         progress.advance("pool", len(seeds))
     progress.finish("pool")
-    seeds, labels, scores = (np.concatenate(x) for x in (seeds_all, labels_all, scores_all))
+    seeds, labels, scores, conf = (np.concatenate(x) for x in (seeds_all, labels_all, scores_all, conf_all))
 
-    cal_data = cal = None
-    if "drs" in rules or "mh" in rules:
-        cal_data = calibration_data(sampler, gen)
-        cal = calibrate(cal_data, gen)
-    metrics["ranking"] = {}
+    out: dict[str, Any] = {}
     kept_masks: dict[str, np.ndarray] = {}
+    cal_data = None
     for rule in rules:
         if rule == "unranked":
             entries = [(int(labels[i]), int(seeds[i]), float(scores[i]), 0) for i in range(n)]
             stats: dict[str, Any] = {}
         else:
-            selector = make_selector(rule, gen, sampler.num_labels, cal, cal_data, count=n)
+            if rule in ("drs", "mh") and cal_data is None:
+                from pipeline.ranking import calibration_data
+
+                cal_data = calibration_data(sampler, gen)
+            selector, _, stats = prepare_rule(sampler, gen, rule, count=n, data=cal_data)
             for start in range(0, total, gen.batch_size):
                 sl = slice(start, start + gen.batch_size)
-                selector.add(scores[sl], seeds[sl], labels[sl])
+                selector.add(scores[sl], seeds[sl], labels[sl], conf[sl] if selector.needs_confidence else None)
                 if selector.done:
                     break
             entries = selector.entries()
-            stats = selector_stats(selector)
+            stats.update(selector_stats(selector))
         kept_seeds = np.array([e[1] for e in entries], np.int64)
         kept = LabelledSet(_render(sampler, entries, gen.batch_size, to_uint8), np.array([e[0] for e in entries], np.int64))
-        results[rule] = judge.judge(kept)
         mask = np.isin(seeds, kept_seeds)
         kept_masks[rule] = mask
-        metrics["ranking"][rule] = {
-            "cas": round(results[rule].accuracy, 4), "fd": round(results[rule].fd or 0.0, 4),
-            "precision": round(results[rule].precision or 0.0, 4), "recall": round(results[rule].recall or 0.0, 4),
-            "kept_score_mean": round(float(scores[mask].mean()), 4),
-            "discarded_score_mean": round(float(scores[~mask].mean()), 4) if (~mask).any() else None,
-            **{k: v for k, v in stats.items() if not isinstance(v, dict)},
-        }
-    if cal is not None:
-        metrics["calibration"] = cal.to_dict()
-    metrics["compare_count"] = n
-    metrics["pool"] = total
-    ranked = [r for r in rules if r != "unranked"]
-    if ranked:
-        r = metrics["ranking"]
-        metrics["winner"] = {"cas": max(rules, key=lambda x: r[x]["cas"]),
-                             "precision": max(rules, key=lambda x: r[x]["precision"]),
-                             "recall": max(rules, key=lambda x: r[x]["recall"]),
-                             "fd": min(rules, key=lambda x: r[x]["fd"])}
-    return {"seeds": seeds, "labels": labels, "scores": scores, "kept": kept_masks, "sampler": sampler,
-            "to_uint8": to_uint8, "batch": gen.batch_size}
+        out[rule] = {"judged": judge.judge(kept, seed), "stats": stats,
+                     "kept_score_mean": float(scores[mask].mean()),
+                     "discarded_score_mean": float(scores[~mask].mean()) if (~mask).any() else None}
+    out["pool"] = {"seeds": seeds, "labels": labels, "scores": scores, "kept": kept_masks, "sampler": sampler,
+                   "to_uint8": to_uint8, "batch": gen.batch_size, "total": total, "count": n}
+    return out
+
+
+def _ranking_metrics(rules: list[str], runs: list[dict[str, Any]], gen: GenerateParams) -> dict[str, Any]:
+    """ranking.<rule>.{cas, fd, precision, recall}(_std) over seeds, the winners, and ranked vs unranked."""
+    ranking: dict[str, Any] = {}
+    for rule in rules:
+        js = [r[rule]["judged"] for r in runs]
+        row: dict[str, Any] = {}
+        row.update(_mean_std("cas", [j.accuracy for j in js]))
+        for name in ("fd", "precision", "recall"):
+            values = [getattr(j, name) for j in js]
+            if all(v is not None for v in values):   # a metric that could not be measured stays absent, never 0
+                row.update(_mean_std(name, values))
+        row["kept_score_mean"] = round(float(np.mean([r[rule]["kept_score_mean"] for r in runs])), 4)
+        discarded = [r[rule]["discarded_score_mean"] for r in runs if r[rule]["discarded_score_mean"] is not None]
+        row["discarded_score_mean"] = round(float(np.mean(discarded)), 4) if discarded else None
+        for key, value in runs[0][rule]["stats"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = value
+        ranking[rule] = row
+    out: dict[str, Any] = {"ranking": ranking, "compare_count": runs[0]["pool"]["count"], "pool": runs[0]["pool"]["total"]}
+    if len(rules) > 1:
+        def best(metric: str, sign: int) -> str | None:
+            have = [r for r in rules if metric in ranking[r]]
+            return max(have, key=lambda r: sign * ranking[r][metric]) if have else None
+
+        out["winner"] = {"cas": best("cas", 1), "precision": best("precision", 1), "recall": best("recall", 1),
+                         "fd": best("fd", -1)}
+    if "unranked" in rules and gen.rank in rules and gen.rank != "unranked":
+        a, b = ranking[gen.rank], ranking["unranked"]
+        vs: dict[str, Any] = {"rule": gen.rank}
+        for metric in ("cas", "precision", "recall"):
+            if metric in a and metric in b:
+                diff = a[metric] - b[metric]
+                spread = float(np.hypot(a[f"{metric}_std"], b[f"{metric}_std"]))
+                vs[metric] = {"diff": round(diff, 4), "std": round(spread, 4),
+                              "beyond_2_std": bool(len(runs) > 1 and diff > 2 * spread)}
+        if "recall" in a and b.get("recall"):
+            vs["recall_ratio"] = round(a["recall"] / b["recall"], 4)
+        out["ranked_vs_unranked"] = vs
+    return out
 
 
 def _render(sampler: Any, entries: list[tuple[int, int, float, int]], batch_size: int, to_uint8: Any) -> torch.Tensor:

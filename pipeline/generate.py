@@ -41,15 +41,16 @@ def safe_name(label: str | None) -> str:
 
 
 def class_dirs(classes: list[str]) -> list[str]:
-    """One distinct safe folder per class (a numeric suffix breaks collisions)."""
-    dirs: list[str] = []
-    for label in classes or [None]:  # type: ignore[list-item]
-        name, n = safe_name(label), 1
-        while name in dirs:
-            n += 1
-            name = f"{safe_name(label)}_{n}"
-        dirs.append(name)
-    return dirs
+    """One folder per class whose sorted order is the label order: `<id>_<safe label>`.
+
+    torchvision's ImageFolder numbers classes by sorted folder name, so `0_T-shirt_top`,
+    `1_Trouser`, ... (ids zero-padded to one width when there are 10+ classes) give a job that
+    has never heard of this package the same label ids as the manifest and the source data.
+    """
+    if not classes:
+        return [safe_name(None)]
+    width = len(str(len(classes) - 1))
+    return [f"{i:0{width}d}_{safe_name(label)}" for i, label in enumerate(classes)]
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -86,17 +87,22 @@ class GenerateError(PipelineError):
 
 
 class TopK:
-    """The `capacity` highest scores seen, as parallel arrays; memory stays O(capacity + batch)."""
+    """The `capacity` highest scores seen, as parallel arrays; memory stays O(capacity + batch).
+
+    Each entry may carry one float of payload (e.g. the D score of an entry ranked by another key).
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.scores = np.empty(0, np.float32)
         self.seeds = np.empty(0, np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.payload = np.empty(0, np.float32)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_n = 0
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray) -> None:
-        self._pending.append((scores.astype(np.float32), seeds.astype(np.int64)))
+    def add(self, scores: np.ndarray, seeds: np.ndarray, payload: np.ndarray | None = None) -> None:
+        payload = np.zeros(len(scores), np.float32) if payload is None else payload.astype(np.float32)
+        self._pending.append((scores.astype(np.float32), seeds.astype(np.int64), payload))
         self._pending_n += len(scores)
         if self._pending_n >= max(self.capacity, 4096):
             self._compact()
@@ -106,9 +112,10 @@ class TopK:
             return
         scores = np.concatenate([self.scores, *(p[0] for p in self._pending)])
         seeds = np.concatenate([self.seeds, *(p[1] for p in self._pending)])
+        payload = np.concatenate([self.payload, *(p[2] for p in self._pending)])
         self._pending, self._pending_n = [], 0
         order = np.lexsort((seeds, -scores))[: self.capacity]  # best first, ties by seed
-        self.scores, self.seeds = scores[order], seeds[order]
+        self.scores, self.seeds, self.payload = scores[order], seeds[order], payload[order]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(scores, seeds), best first."""
@@ -126,9 +133,16 @@ class Sampler:
     classes: list[str]
     device: torch.device
     precision: str
+    latent_scale: float = 1.0
+    judge: Any = None            # the label judge (pipeline.classifier.SmallCNN) when the checkpoint has one
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: torch.device, precision: str) -> "Sampler":
+    def from_checkpoint(cls, path: Path, device: torch.device, precision: str, latent_scale: float = 1.0,
+                        d_stats: str = "running") -> "Sampler":
+        """G and D as trained; `from_params` applies the generate params (latent scale, D's scoring statistics)."""
+        from pipeline.classifier import load_judge
+        from pipeline.models import generated_statistics
+
         state = load_checkpoint(path, map_location="cpu")
         cfg = ModelConfig(**{"mbstd_group": 0, **state["model_config"]})  # checkpoints before minibatch-std
         g, d = Generator(cfg), Discriminator(cfg)
@@ -139,8 +153,15 @@ class Sampler:
         standing_stats(g, cfg, device)
         g.eval().requires_grad_(False)
         d.eval().requires_grad_(False)
+        if d_stats == "generated":
+            generated_statistics(d, g, device, latent_scale)
         classes = list(state.get("classes") or []) if cfg.num_classes else []
-        return cls(g, d, cfg, classes, device, precision)
+        judge = load_judge(state["judge"], device) if "judge" in state else None
+        return cls(g, d, cfg, classes, device, precision, latent_scale, judge)
+
+    @classmethod
+    def from_params(cls, params: GenerateParams, device: torch.device, precision: str) -> "Sampler":
+        return cls.from_checkpoint(params.checkpoint, device, precision, params.latent_scale, params.d_stats)
 
     @property
     def num_labels(self) -> int:
@@ -148,7 +169,18 @@ class Sampler:
 
     def latents(self, seeds: np.ndarray) -> torch.Tensor:
         """z for each seed, independent of batching: seed s always gives the same z."""
-        return torch.from_numpy(seeded_normal(seeds, self.cfg.z_dim))
+        z = torch.from_numpy(seeded_normal(seeds, self.cfg.z_dim))
+        return z if self.latent_scale == 1.0 else z * self.latent_scale
+
+    def confidence(self, images: torch.Tensor, labels: np.ndarray) -> np.ndarray:
+        """The label judge's P(label | image) of generated images."""
+        from pipeline.classifier import confidence
+
+        if self.judge is None:
+            raise GenerateError("generate.rank: 'filter' needs the label judge, and this checkpoint has none "
+                                "(it was trained with train.judge_steps: 0 or by an older version); "
+                                "re-run `augment train` or choose rank topk, drs or mh")
+        return confidence(self.judge, images, torch.from_numpy(labels).to(self.device))
 
     @torch.no_grad()
     def images_and_scores(self, seeds: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -411,7 +443,7 @@ def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.de
         raise GenerateError(f"generate.rank: {params.rank!r} runs in one process only; under torchrun use rank: topk")
     precision = resolve_precision(params.precision, device)
     set_threads(params.threads)
-    sampler = Sampler.from_checkpoint(params.checkpoint, device, precision)
+    sampler = Sampler.from_params(params, device, precision)
     out = Path(params.out)
     summary = GenerateSummary(out=out)
     t0 = time.perf_counter()

@@ -162,6 +162,9 @@ class MinibatchStd(nn.Module):
         std = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, std], dim=1)
 
+    momentum: float | None = 0.1   # None: a cumulative average (re-estimating statistics, like BatchNorm2d)
+    _tracked = 0
+
     @torch.no_grad()
     def _track(self, std: torch.Tensor) -> None:
         mean = std.mean()
@@ -170,7 +173,8 @@ class MinibatchStd(nn.Module):
         if self.sync and dist.is_available() and dist.is_initialized():
             dist.all_reduce(mean)
             mean /= dist.get_world_size()
-        self.running_std.lerp_(mean, 0.1)
+        self._tracked += 1
+        self.running_std.lerp_(mean, self.momentum if self.momentum is not None else 1.0 / self._tracked)
 
 
 class Discriminator(nn.Module):
@@ -201,6 +205,34 @@ class Discriminator(nn.Module):
         return out
 
 
+@torch.no_grad()
+def generated_statistics(d: Discriminator, g: Generator, device: torch.device, latent_scale: float = 1.0,
+                         batches: int = 16, batch_size: int = 256, seed: int = 54321) -> None:
+    """Re-estimate D's batch statistics on generated batches, then leave D in eval mode.
+
+    In training D normalised each fake-only batch with that batch's statistics; its running
+    averages mix real and fake batches, a state it never saw. Scoring with statistics of
+    generated batches judges a candidate the way training did, while each score still depends
+    on the candidate alone (eval mode), never on the batch it is scored in.
+    """
+    cfg = g.cfg
+    gen = torch.Generator().manual_seed(seed)
+    stat_layers = [m for m in d.modules() if isinstance(m, (nn.BatchNorm2d, MinibatchStd))]
+    for m in stat_layers:
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+        m._tracked = 0
+        m.momentum = None
+    d.train()
+    for _ in range(batches):
+        z = (torch.randn(batch_size, cfg.z_dim, generator=gen) * latent_scale).to(device)
+        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
+        d(g(z, y), y)
+    for m in stat_layers:
+        m.momentum = 0.1
+    d.eval()
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) for convs and linears, N(1, 0.02) for BN gains."""
     for m in module.modules():
@@ -212,6 +244,12 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    # D's class projection like its other weights: PyTorch's N(0, 1) default made the
+    # projection term dominate the logit (|D| ~ 30 at 32 px, ~60 at 64 px). G's label
+    # embeddings and conditional-BN gains keep their own init (CondBatchNorm2d).
+    if isinstance(module, Discriminator) and module.project is not None:
+        weight = getattr(module.project, "weight_orig", module.project.weight)
+        nn.init.normal_(weight, 0.0, 0.02)
 
 
 def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:

@@ -129,10 +129,10 @@ class Calibration:
         return _logit(np.clip(p, self.clip, 1 - self.clip))
 
     def drs_f(self, raw: np.ndarray) -> np.ndarray:
-        """Azadi et al.'s F(x) without gamma."""
+        """Azadi et al.'s F(x) = D~(x) - D*_M - log(1 - exp(D~(x) - D*_M - eps)), without gamma."""
         d = self.logit(raw)
         over = np.minimum(d - self.max_fake, 0.0)  # candidates above D*_M are treated as at D*_M
-        return d - np.log1p(-np.exp(over - DRS_EPS))
+        return d - self.max_fake - np.log1p(-np.exp(over - DRS_EPS))
 
     def drs_accept_prob(self, raw: np.ndarray) -> np.ndarray:
         return 0.5 * (1 + np.tanh((self.drs_f(raw) - self.gamma) / 2))  # sigmoid, without overflow
@@ -227,6 +227,22 @@ class CalibrationData:
     source_split: str
 
 
+def generated_scores(sampler: _Scorer, params: GenerateParams, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw D logits and labels of `n` held-out generated samples (seeds disjoint from every candidate)."""
+    scores = []
+    for start in range(0, n, params.batch_size):
+        j = np.arange(start, min(start + params.batch_size, n), dtype=np.int64)
+        scores.append(sampler.images_and_scores(params.seed + CALIBRATION_SEED_OFFSET + j, j % sampler.num_labels)[1])
+    return np.concatenate(scores), np.arange(n, dtype=np.int64) % sampler.num_labels
+
+
+def class_floors(sampler: _Scorer, params: GenerateParams) -> np.ndarray:
+    """Per label, the `d_floor` percentile of D's logit over held-out generated samples of that label."""
+    k = sampler.num_labels
+    scores, labels = generated_scores(sampler, params, max(params.calibration_samples, 100 * k))
+    return np.array([np.percentile(scores[labels == c], params.d_floor) for c in range(k)])
+
+
 def calibration_data(sampler: _Scorer, params: GenerateParams) -> CalibrationData:
     """Raw D logits of the held-out real images and of as many generated calibration samples."""
     images, labels, _, _ = load_split(params.real, "test")
@@ -240,12 +256,7 @@ def calibration_data(sampler: _Scorer, params: GenerateParams) -> CalibrationDat
             raise RankingError(f"generate.real: {params.real} has too few images to calibrate the discriminator")
     pos = held_out_positions(len(images), params.calibration_samples, params.seed)
     real = score_real(sampler, images[torch.from_numpy(pos)], labels[pos], params.batch_size)
-    fake = []
-    n = len(pos)
-    for start in range(0, n, params.batch_size):
-        j = np.arange(start, min(start + params.batch_size, n), dtype=np.int64)
-        fake.append(sampler.images_and_scores(params.seed + CALIBRATION_SEED_OFFSET + j, j % sampler.num_labels)[1])
-    return CalibrationData(real, labels[pos], np.concatenate(fake), split)
+    return CalibrationData(real, labels[pos], generated_scores(sampler, params, len(pos))[0], split)
 
 
 def calibrate(data: CalibrationData, params: GenerateParams) -> Calibration:
@@ -257,8 +268,10 @@ def calibrate(data: CalibrationData, params: GenerateParams) -> Calibration:
 
 class Selector(Protocol):
     done: bool
+    needs_confidence: bool
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray) -> None: ...
+    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+            confidence: np.ndarray | None = None) -> None: ...
 
     def entries(self) -> list[Entry]: ...
 
@@ -286,8 +299,10 @@ class TopKSelector:
         self.per_class, self.num_labels, self.first_seed = per_class and num_labels > 1, num_labels, first_seed
         self.heaps = [TopK(c) for c in _quotas(count, num_labels, self.per_class)]
         self.done = False
+        self.needs_confidence = False
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
         groups = _groups(labels, self.per_class)
         for g in np.unique(groups):
             mask = groups == g
@@ -306,19 +321,21 @@ class DRSSelector:
 
     SALT = 0xD25
 
-    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration) -> None:
+    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration, first_seed: int) -> None:
         from pipeline.generate import TopK
 
         self.per_class = per_class and num_labels > 1
+        self.num_labels, self.first_seed = num_labels, first_seed
         self.quota = _quotas(count, num_labels, self.per_class)
         self.cal = cal
         self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]  # (label, seed, score)
         self.rejected = [TopK(q) for q in self.quota]  # best rejected, to top up unfilled quotas
-        self.labels_of: dict[int, int] = {}
         self.seen = 0
         self.done = False
+        self.needs_confidence = False
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
         self.seen += len(seeds)
         accept = uniforms(seeds, self.SALT) < self.cal.drs_accept_prob(scores)
         groups = _groups(labels, self.per_class)
@@ -330,7 +347,6 @@ class DRSSelector:
             rest = np.setdiff1d(idx, take, assume_unique=True)
             if len(self.accepted[g]) < self.quota[g]:  # only a short group can need its rejects
                 self.rejected[g].add(scores[rest], seeds[rest])
-                self.labels_of.update(zip(seeds[rest].tolist(), labels[rest].tolist()))
         self.done = all(len(a) >= q for a, q in zip(self.accepted, self.quota))
 
     @property
@@ -344,7 +360,8 @@ class DRSSelector:
             missing = self.quota[g] - len(rows)
             if missing > 0:
                 scores, seeds = self.rejected[g].result()
-                rows += [(self.labels_of[int(s)], int(s), float(sc)) for sc, s in zip(scores[:missing], seeds[:missing])]
+                rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(sc))  # the label follows from the seed
+                         for sc, s in zip(scores[:missing], seeds[:missing])]
             out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
         return _order(out, self.per_class)
 
@@ -377,6 +394,7 @@ class MHSelector:
         self.proposals = 0
         self.stuck = 0
         self.done = False
+        self.needs_confidence = False
 
     def _new_chain(self, g: int) -> _Chain:
         starts = self.starts[g] if len(self.starts[g]) else np.concatenate(self.starts)
@@ -394,7 +412,8 @@ class MHSelector:
             self.kept[g].append((chain.label, chain.seed, chain.score))
         self.chains[g] = None
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
         logits = self.cal.logit(scores)
         u = uniforms(seeds, self.SALT)
         groups = _groups(labels, self.per_class)
@@ -426,23 +445,92 @@ class MHSelector:
         return _order(out, self.per_class)
 
 
+class FilterSelector:
+    """Label-consistency filtering with a D floor, in seed order (GaFi, Lampis et al. 2023, plus D).
+
+    A candidate is kept when the label judge (a classifier of the real training split) gives its
+    requested class at least `min_confidence` and D scores it at or above its class's floor (a
+    low percentile of D over held-out generated samples of that class). Unlike top-k it keeps
+    no preference among the accepted, so the variety of G survives: it only drops what a
+    classifier of real data would misread and what D finds least real. Quotas a pool cannot
+    fill are topped up with the rejects the judge found most consistent.
+    """
+
+    def __init__(self, count: int, num_labels: int, per_class: bool, min_confidence: float,
+                 floors: np.ndarray, first_seed: int) -> None:
+        from pipeline.generate import TopK
+
+        self.per_class = per_class and num_labels > 1
+        self.num_labels, self.first_seed = num_labels, first_seed
+        self.quota = _quotas(count, num_labels, self.per_class)
+        self.min_confidence, self.floors = min_confidence, np.asarray(floors, np.float64)
+        self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]
+        self.rejected = [TopK(q) for q in self.quota]   # keyed by confidence, minus 1 below the D floor
+        self.seen = self.failed_judge = self.failed_floor = 0
+        self.done = False
+        self.needs_confidence = True
+
+    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
+        if confidence is None:
+            raise ValueError("the filter rule needs the label judge's confidence of each candidate")
+        self.seen += len(seeds)
+        judged = confidence >= self.min_confidence
+        floored = scores >= self.floors[labels]
+        self.failed_judge += int((~judged).sum())
+        self.failed_floor += int((judged & ~floored).sum())
+        accept = judged & floored
+        groups = _groups(labels, self.per_class)
+        for g in np.unique(groups):
+            idx = np.flatnonzero(groups == g)
+            room = self.quota[g] - len(self.accepted[g])
+            take = idx[accept[idx]][:max(room, 0)]
+            self.accepted[g] += [(int(labels[i]), int(seeds[i]), float(scores[i])) for i in take]
+            if len(self.accepted[g]) < self.quota[g]:
+                rest = np.setdiff1d(idx, take, assume_unique=True)
+                self.rejected[g].add(confidence[rest] - (~floored[rest]), seeds[rest], scores[rest])
+        self.done = all(len(a) >= q for a, q in zip(self.accepted, self.quota))
+
+    @property
+    def fallback(self) -> int:
+        return sum(max(q - len(a), 0) for a, q in zip(self.accepted, self.quota))
+
+    def entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        for g, kept in enumerate(self.accepted):
+            rows = list(kept)
+            missing = self.quota[g] - len(rows)
+            if missing > 0:
+                top = self.rejected[g]
+                _, seeds = top.result()
+                rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(d))
+                         for s, d in zip(seeds[:missing], top.payload[:missing])]
+            out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
+        return _order(out, self.per_class)
+
+
 def make_selector(rule: str, params: GenerateParams, num_labels: int, cal: Calibration | None = None,
-                  data: CalibrationData | None = None, count: int | None = None) -> Selector:
-    """The selector for `rule` (topk | drs | mh) keeping `count` (default params.count) images."""
+                  data: CalibrationData | None = None, count: int | None = None,
+                  floors: np.ndarray | None = None) -> Selector:
+    """The selector for `rule` (filter | topk | drs | mh) keeping `count` (default params.count) images."""
     count = params.count if count is None else count
     if rule == "topk":
         return TopKSelector(count, num_labels, params.per_class, params.seed)
+    if rule == "filter":
+        if floors is None:
+            raise ValueError("rank 'filter' needs the per-class D floors")
+        return FilterSelector(count, num_labels, params.per_class, params.min_confidence, floors, params.seed)
     if cal is None or data is None:
         raise ValueError(f"rank {rule!r} needs a calibration")
     if rule == "drs":
-        return DRSSelector(count, num_labels, params.per_class, cal)
+        return DRSSelector(count, num_labels, params.per_class, cal, params.seed)
     if rule == "mh":
         per_class = params.per_class and num_labels > 1
         starts = cal.logit(data.real_scores)
         groups = range(num_labels) if per_class else [0]
         by_group = [starts[data.real_labels == g] if per_class else starts for g in groups]
         return MHSelector(count, num_labels, params.per_class, params.oversample, cal, by_group)
-    raise ValueError(f"rank {rule!r} is not one of topk, drs, mh")
+    raise ValueError(f"rank {rule!r} is not one of filter, topk, drs, mh")
 
 
 @dataclass
@@ -450,7 +538,7 @@ class RuleSelection:
     """What generate.select returns for drs/mh: the selector, with what it learnt on the way."""
 
     selector: Selector
-    calibration: Calibration
+    calibration: Calibration | None
     stats: dict[str, Any] = field(default_factory=dict)
 
     def entries(self) -> list[Entry]:
@@ -460,30 +548,45 @@ class RuleSelection:
 def selector_stats(selector: Selector) -> dict[str, Any]:
     if isinstance(selector, DRSSelector):
         return {"candidates_seen": selector.seen, "topped_up_from_rejects": selector.fallback}
+    if isinstance(selector, FilterSelector):
+        return {"candidates_seen": selector.seen, "failed_judge": selector.failed_judge,
+                "failed_d_floor": selector.failed_floor, "topped_up_from_rejects": selector.fallback}
     if isinstance(selector, MHSelector):
         rate = selector.accepts / selector.proposals if selector.proposals else 0.0
         return {"proposals": selector.proposals, "acceptance_rate": round(rate, 4), "chains_never_moved": selector.stuck}
     return {}
 
 
-def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = SILENT,
-                     histogram_sample: int = 200_000) -> tuple[RuleSelection, np.ndarray, int]:
-    """generate.select for rank drs/mh: calibrate D, then stream candidates until every quota is full."""
-    from pipeline.generate import candidate_batches
-
+def prepare_rule(sampler: Any, params: GenerateParams, rule: str, count: int | None = None,
+                 data: CalibrationData | None = None) -> tuple[Selector, Calibration | None, dict[str, Any]]:
+    """The selector of a streaming rule, with what it needs fitted first: D floors (filter) or a calibration (drs, mh)."""
     k = sampler.num_labels
-    data = calibration_data(sampler, params)
+    if rule == "filter":
+        floors = class_floors(sampler, params) if params.d_floor > 0 else np.full(k, -np.inf)
+        selector = make_selector(rule, params, k, count=count, floors=floors)
+        return selector, None, {"d_floors": [round(float(f), 4) for f in floors]}
+    data = calibration_data(sampler, params) if data is None else data
     cal = calibrate(data, params)
     log.info("calibrated D (%s) on %d held-out real (%s split) and %d generated samples: %s", params.calibration,
              len(data.real_scores), data.source_split, len(data.fake_scores), cal.to_dict())
-    selector = make_selector(params.rank, params, k, cal, data)
+    return make_selector(rule, params, k, cal, data, count=count), cal, {"calibration": cal.to_dict()}
+
+
+def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = SILENT,
+                     histogram_sample: int = 200_000) -> tuple[RuleSelection, np.ndarray, int]:
+    """generate.select for rank filter/drs/mh: prepare the rule, then stream candidates until every quota is full."""
+    from pipeline.generate import candidate_batches
+
+    k = sampler.num_labels
+    selector, cal, stats = prepare_rule(sampler, params, params.rank)
     total = params.count * params.oversample
     sample: list[np.ndarray] = []
     sampled = scored = 0
     progress.start("score", total=total, description=f"generate + {params.rank}")
     for seeds, labels in candidate_batches(params.seed, total, k, params.batch_size):
-        _, scores = sampler.images_and_scores(seeds, labels)
-        selector.add(scores, seeds, labels)
+        images, scores = sampler.images_and_scores(seeds, labels)
+        conf = sampler.confidence(images, labels) if selector.needs_confidence else None
+        selector.add(scores, seeds, labels, conf)
         scored += len(seeds)
         if sampled < histogram_sample:
             sample.append(scores[: histogram_sample - sampled])
@@ -492,6 +595,6 @@ def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = 
         if selector.done:
             break
     progress.finish("score")
-    stats = {"calibration": cal.to_dict(), **selector_stats(selector)}
+    stats.update(selector_stats(selector))
     log.info("%s: %s", params.rank, stats)
     return RuleSelection(selector, cal, stats), np.concatenate(sample) if sample else np.empty(0), scored

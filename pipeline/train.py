@@ -201,6 +201,7 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(params.seed + 1)
         self.step = 0
         self.history: list[list[float]] = []
+        self.judge: dict[str, Any] | None = None
         self.out = Path(params.out)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -232,6 +233,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
+            **({"judge": self.judge} if self.judge is not None else {}),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -247,6 +249,7 @@ class Trainer:
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = state["history"].tolist()
+        self.judge = state.get("judge")
 
     def save(self) -> None:
         """Checkpoint + loss table; under torchrun only rank 0 writes."""
@@ -358,6 +361,19 @@ class Trainer:
         summary.metrics = self.final_metrics(summary)
         return summary
 
+    def train_judge(self) -> dict[str, Any]:
+        """The label judge: the fixed small CNN trained on the same real training split."""
+        from pipeline.classifier import TrainConfig, accuracy, judge_state, predict, train_classifier
+
+        p = self.params
+        cfg = TrainConfig(steps=p.judge_steps, batch_size=p.judge_batch_size, lr=4e-3, seed=p.seed + 101)
+        model = train_classifier(self.data.images, self.data.labels, self.cfg.num_classes, cfg, self.device)
+        self.judge = judge_state(model, cfg)
+        sample = slice(0, min(len(self.data.images), 5000))   # seen in training: a sanity figure, not a test
+        acc, _ = accuracy(predict(model, self.data.images[sample], device=self.device),
+                          self.data.labels[sample].cpu().numpy(), self.cfg.num_classes)
+        return {"judge_train_accuracy": round(acc, 4)}
+
     def final_metrics(self, summary: TrainSummary) -> dict[str, Any]:
         last = np.array(self.history[-self.steps_per_epoch:])[:, 2:] if self.history else np.zeros((1, 4))
         means = dict(zip(HISTORY_COLUMNS[2:], last.mean(axis=0).round(5).tolist()))
@@ -406,6 +422,10 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT) 
             trainer.restore(load_checkpoint(checkpoint, map_location=device))
         summary = trainer.fit(progress if ctx.is_main else SILENT)
         summary.metrics.update(threads=threads, processes=ctx.world)
+        if ctx.is_main and trainer.conditional and params.judge_steps and trainer.judge is None:
+            started = time.perf_counter()
+            summary.metrics.update(trainer.train_judge(), judge_seconds=round(time.perf_counter() - started, 1))
+            trainer.save()
         if ctx.is_main:
             plot_losses(trainer.history, Path(params.out) / "losses.png")
             write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,

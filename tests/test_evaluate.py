@@ -109,8 +109,8 @@ def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
     rng = np.random.default_rng(0)
     scores = rng.normal(size=600)
     cal = ranking.fit_calibration("logistic", rng.normal(1, 1, 500), rng.normal(0, 1, 500), drs_percentile=80)
-    a = _stream(ranking.DRSSelector(60, 3, True, cal), scores, 3, 7)
-    b = _stream(ranking.DRSSelector(60, 3, True, cal), scores, 3, 64)
+    a = _stream(ranking.DRSSelector(60, 3, True, cal, 0), scores, 3, 7)
+    b = _stream(ranking.DRSSelector(60, 3, True, cal, 0), scores, 3, 64)
     assert a == b and len(a) == 60 and [sum(e[0] == c for e in a) for c in range(3)] == [20, 20, 20]
     assert all(e[1] % 3 == e[0] for e in a)
     accepted = ranking.uniforms(np.arange(600), ranking.DRSSelector.SALT) < cal.drs_accept_prob(scores)
@@ -121,12 +121,74 @@ def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
 
 def test_drs_accepting_everything_keeps_the_first_candidates_and_tops_up_a_short_pool() -> None:
     cal = ranking.Calibration("logistic", max_fake=10.0, gamma=-1e6)  # accept probability 1
-    entries = _stream(ranking.DRSSelector(6, 2, True, cal), np.zeros(40), 2, 5)
+    entries = _stream(ranking.DRSSelector(6, 2, True, cal, 0), np.zeros(40), 2, 5)
     assert sorted(e[1] for e in entries) == list(range(6))
     reject_all = ranking.Calibration("logistic", max_fake=10.0, gamma=1e6)
     scores = np.arange(40, dtype=float)
-    entries = _stream(ranking.DRSSelector(6, 2, True, reject_all), scores, 2, 5)
+    entries = _stream(ranking.DRSSelector(6, 2, True, reject_all, 0), scores, 2, 5)
     assert sorted(e[1] for e in entries) == [34, 35, 36, 37, 38, 39]  # the best rejects of each class
+
+
+def test_drs_acceptance_follows_azadi_et_al_with_a_fixed_gamma() -> None:
+    """F(x) = D~(x) - D*_M - log(1 - exp(D~(x) - D*_M - eps)) - gamma, accepted with probability sigmoid(F)."""
+    rng = np.random.default_rng(0)
+    cal = ranking.fit_calibration("logistic", rng.normal(1, 1, 400), rng.normal(-1, 1, 400), drs_gamma=0.3,
+                                  drs_percentile=None)
+    raw = np.linspace(-3, 3, 25)
+    d = cal.a * raw + cal.b
+    dm = np.minimum(d - cal.max_fake, 0.0)
+    f = d - cal.max_fake - np.log1p(-np.exp(dm - ranking.DRS_EPS)) - 0.3
+    assert cal.gamma == 0.3
+    np.testing.assert_allclose(cal.drs_accept_prob(raw), 1 / (1 + np.exp(-f)), rtol=1e-9, atol=1e-12)
+
+
+def test_drs_memory_holds_no_label_per_rejected_candidate() -> None:
+    reject_all = ranking.Calibration("logistic", max_fake=10.0, gamma=1e6)
+    sel = ranking.DRSSelector(6, 3, True, reject_all, first_seed=100)
+    seeds = np.arange(100, 100 + 30_000, dtype=np.int64)
+    for start in range(0, len(seeds), 1000):
+        sl = seeds[start:start + 1000]
+        sel.add(np.zeros(len(sl)), sl, (sl - 100) % 3)
+    assert not hasattr(sel, "labels_of")
+    assert all(len(h.scores) + h._pending_n <= 4096 + 1000 for h in sel.rejected)
+    entries = sel.entries()
+    assert len(entries) == 6 and all(e[0] == (e[1] - 100) % 3 for e in entries)
+
+
+def _filter_stream(count: int, k: int, scores: np.ndarray, conf: np.ndarray, batch: int, floors: np.ndarray,
+                   min_confidence: float = 0.9) -> tuple[list, ranking.FilterSelector]:
+    sel = ranking.FilterSelector(count, k, True, min_confidence, floors, first_seed=0)
+    seeds = np.arange(len(scores), dtype=np.int64)
+    for start in range(0, len(scores), batch):
+        sl = slice(start, start + batch)
+        sel.add(scores[sl], seeds[sl], seeds[sl] % k, conf[sl])
+        if sel.done:
+            break
+    return sel.entries(), sel
+
+
+def test_filter_keeps_the_first_consistent_candidates_above_the_floor_per_class() -> None:
+    rng = np.random.default_rng(1)
+    n, k = 3000, 3
+    scores, conf = rng.normal(size=n), rng.uniform(size=n)
+    floors = np.array([-0.5, 0.0, 0.5])
+    a, sel = _filter_stream(90, k, scores, conf, 7, floors)
+    b, _ = _filter_stream(90, k, scores, conf, 500, floors)
+    assert a == b                                                       # independent of batching
+    assert len(a) == 90 and len({e[1] for e in a}) == 90                # quota filled, no duplicates
+    assert [sum(e[0] == c for e in a) for c in range(k)] == [30, 30, 30]
+    ok = (conf >= 0.9) & (scores >= floors[np.arange(n) % k])
+    for c in range(k):                                                  # the first passing seeds of each class
+        expected = [int(s) for s in np.flatnonzero(ok) if s % k == c][:30]
+        assert [e[1] for e in a if e[0] == c] == expected
+    assert sel.fallback == 0 and sel.failed_judge > 0 and sel.failed_floor > 0
+
+
+def test_filter_tops_up_a_short_pool_with_the_most_consistent_rejects() -> None:
+    conf = np.linspace(0.0, 0.5, 40)                                    # nobody reaches 0.9
+    entries, sel = _filter_stream(6, 2, np.zeros(40), conf, 5, np.full(2, -np.inf))
+    assert sel.fallback == 6 and sorted(e[1] for e in entries) == [34, 35, 36, 37, 38, 39]
+    assert all(np.isfinite(e[2]) for e in entries)
 
 
 def test_mh_chains() -> None:
@@ -166,7 +228,8 @@ def pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
     crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
-                          g_channels=8, d_channels=8, embed_dim=4, max_steps=6, threads=1))
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=6, threads=1,
+                          judge_steps=20))
     ckpt = tmp / "train" / "checkpoint.pt"
     generate.run(GenerateParams(checkpoint=ckpt, out=tmp / "gen", real=tmp / "crop", count=30, oversample=3,
                                 batch_size=32, threads=1, writers=0))
@@ -200,7 +263,7 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"evaluate": {
         "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
-        "out": str(out), "metrics": str(metrics), "steps": 4, "batch_size": 16, "fractions": [0.1, 0.5],
+        "out": str(out), "metrics": str(metrics), "steps": 4, "feature_steps": 6, "seeds": 2, "batch_size": 16, "fractions": [0.1, 0.5],
         "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1}}))
     result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -209,9 +272,12 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     assert m["train_images"] == 30 and m["test_images"] + m["held_out_for_calibration"] == 60
     for key in ("cas", "real_accuracy", "real_accuracy_all"):
         assert 0 <= m[key] <= 1
+    assert m["seeds"] == [0, 1] and m["cas_std"] >= 0 and "gain_std" in m["gain"]["10pct"]
     assert set(m["gain"]) == {"10pct", "50pct"} and m["gain"]["50pct"]["real_images"] in range(40, 50)
     assert m["fidelity"]["fd"] >= 0 and 0 <= m["fidelity"]["precision"] <= 1
-    assert set(m["ranking"]) == {"unranked", "topk", "drs", "mh"} and m["pool"] == 12 * 3
+    assert set(m["ranking"]) == {"unranked", "filter", "topk", "drs", "mh"} and m["pool"] == 12 * 3
+    assert all("cas_std" in r and "precision_std" in r for r in m["ranking"].values())
+    assert m["ranked_vs_unranked"]["rule"] == "filter" and "beyond_2_std" in m["ranked_vs_unranked"]["cas"]
     assert set(m["winner"]) == {"cas", "precision", "recall", "fd"}
     with open(out / "per_class_accuracy.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

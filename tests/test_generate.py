@@ -32,7 +32,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     crawl.run(CrawlParams(source="folder", root=root, out=tmp / "raw"))
     crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
-                          g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1))
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1,
+                          judge_steps=20))
     return tmp / "train" / "checkpoint.pt", tmp / "crop"
 
 
@@ -58,7 +59,7 @@ def test_topk_is_exact_and_bounded() -> None:
 def test_ranked_per_class_keeps_exactly_the_top_of_each_class(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
     ckpt, _ = checkpoint
     everyone, _ = gen(tmp_path, ckpt, "all", count=90, ranked=False)          # the same 90 candidates, all kept
-    kept, out = gen(tmp_path, ckpt, "ranked", count=30, oversample=3, ranked=True)
+    kept, out = gen(tmp_path, ckpt, "ranked", count=30, oversample=3, ranked=True, rank="topk")
     assert len(kept) == 30 and {r.label_id for r in kept} == {0, 1, 2}
     for c in range(3):
         pool = sorted((r for r in everyone if r.label_id == c), key=lambda r: (-r.score, r.seed))
@@ -72,7 +73,7 @@ def test_ranked_per_class_keeps_exactly_the_top_of_each_class(tmp_path: Path, ch
 def test_overall_ranking_keeps_the_global_top(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
     ckpt, _ = checkpoint
     everyone, _ = gen(tmp_path, ckpt, "all", count=60, ranked=False)
-    kept, _ = gen(tmp_path, ckpt, "top", count=12, oversample=5, ranked=True, per_class=False)
+    kept, _ = gen(tmp_path, ckpt, "top", count=12, oversample=5, ranked=True, per_class=False, rank="topk")
     best = sorted(everyone, key=lambda r: (-r.score, r.seed))[:12]
     assert sorted(r.seed for r in kept) == sorted(r.seed for r in best)
 
@@ -86,7 +87,7 @@ def test_same_seed_same_files_and_seed_regenerates_the_image(tmp_path: Path, che
     assert [r.to_dict() for r in a] == [r.to_dict() for r in b]
     for r in a:
         assert (out_a / r.file).read_bytes() == (out_b / r.file).read_bytes()
-    sampler = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32")
+    sampler = Sampler.from_params(GenerateParams(checkpoint=ckpt), torch.device("cpu"), "fp32")
     image, score = sampler.images_and_scores(np.array([a[0].seed]), np.array([a[0].label_id]))
     assert score[0] == pytest.approx(a[0].score, abs=1e-4)
     pixels = np.asarray(Image.open(out_a / a[0].file))
@@ -95,12 +96,43 @@ def test_same_seed_same_files_and_seed_regenerates_the_image(tmp_path: Path, che
     assert meta["seed"] == 5 and len(meta["checkpoint_sha256"]) == 64
 
 
+@pytest.mark.parametrize("d_stats", ["generated", "running"])
+def test_scores_do_not_depend_on_how_candidates_are_batched(checkpoint: tuple[Path, Path], d_stats: str) -> None:
+    ckpt, _ = checkpoint
+    sampler = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32", d_stats=d_stats)
+    seeds = np.arange(40, dtype=np.int64)
+    labels = seeds % 3
+    whole = sampler.images_and_scores(seeds, labels)[1]
+    one_by_one = np.concatenate([sampler.images_and_scores(seeds[i:i + 1], labels[i:i + 1])[1] for i in range(40)])
+    np.testing.assert_allclose(one_by_one, whole, rtol=1e-4, atol=1e-4)
+    assert not sampler.d.training
+
+
+def test_generated_statistics_rescore_d_as_it_saw_fakes_in_training(checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = checkpoint
+    running = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32", d_stats="running")
+    generated = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32", d_stats="generated")
+    bn = [m for m in generated.d.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(int(m.num_batches_tracked) == 16 for m in bn)
+    # A fake-only training-mode batch normalises with fake statistics: generated stats approximate that.
+    seeds = np.arange(256, dtype=np.int64)
+    z, y = generated.latents(seeds), torch.from_numpy(seeds % 3)
+    with torch.no_grad():
+        fake = generated.g(z, y)
+        generated.d.train()
+        batch_mode = generated.d(fake, y).numpy()
+        generated.d.eval()
+        gen_mode, run_mode = generated.d(fake, y).numpy(), running.d(fake, y).numpy()
+    assert np.abs(gen_mode - batch_mode).mean() < np.abs(run_mode - batch_mode).mean()
+
+
 def test_memory_does_not_grow_with_oversampling(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
     ckpt, _ = checkpoint
     sampler = Sampler.from_checkpoint(ckpt, torch.device("cpu"), "fp32")
     peaks = {}
     for k in (2, 40):
-        params = GenerateParams(checkpoint=ckpt, out=tmp_path / "x", count=30, oversample=k, batch_size=64, threads=1)
+        params = GenerateParams(checkpoint=ckpt, out=tmp_path / "x", count=30, oversample=k, batch_size=64, threads=1,
+                                rank="topk")
         tracemalloc.start()
         heaps, _, total = generate.select(sampler, params)
         peaks[k] = tracemalloc.get_traced_memory()[1]
@@ -157,5 +189,5 @@ def test_npy_format_writes_shards_that_export_turns_into_pngs(tmp_path: Path, ch
     assert sorted({r.file for r in npy}) == ["shard-00-00000.npy", "shard-00-00001.npy", "shard-00-00002.npy"]
     export.run(ExportParams(input=out_npy, out=tmp_path / "exp"))
     for r in npy[:5]:
-        exported = np.asarray(Image.open(tmp_path / "exp" / r.label / f"seed{r.seed}.png"))
+        exported = np.asarray(Image.open(tmp_path / "exp" / generate.class_dirs(["c0", "c1", "c2"])[r.label_id] / f"seed{r.seed}.png"))
         assert np.array_equal(exported, np.asarray(Image.open(out_png / next(p.file for p in png if p.seed == r.seed))))
