@@ -139,6 +139,7 @@ class TrainParams(_Section):
     gp_weight: float = Field(10.0, ge=0, description="Gradient-penalty weight for wgan-gp.")
     spectral_norm: bool = Field(False, description="Spectral normalisation in D instead of batch norm (wgan-gp uses neither).")
     mbstd_group: int = Field(4, ge=0, description="Minibatch-std group size in D against mode collapse (0 = off).")
+    mbstd_by_class: bool = Field(True, description="Batches of one-class runs of mbstd_group images (real and generated), so minibatch-std sees the variety within a class, not between classes.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the generator EMA used for sampling.")
     ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")

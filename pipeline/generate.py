@@ -232,7 +232,7 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     if params.ranked and params.rank != "topk":
         from pipeline.ranking import select_with_rule
 
-        return select_with_rule(sampler, params, progress, HISTOGRAM_SAMPLE)
+        return select_with_rule(sampler, params, progress, HISTOGRAM_SAMPLE, ctx)
     k = sampler.num_labels
     per_class = params.per_class and k > 1
     oversample = params.oversample if params.ranked else 1
@@ -418,7 +418,7 @@ def plot_scores(all_scores: np.ndarray, kept: np.ndarray, path: Path) -> None:
 
 def merge_across_ranks(ctx: Dist, heaps: list[TopK], sample: np.ndarray) -> tuple[list[TopK], np.ndarray]:
     """Each rank's top-N per group -> the global top-N (the best N of the union), on every rank."""
-    if not ctx.enabled:
+    if not ctx.enabled or not isinstance(heaps, list):   # the seed-order rules merged in select_with_rule
         return heaps, sample
     gathered = ctx.gather(([h.result() for h in heaps], sample))
     merged = [TopK(h.capacity) for h in heaps]
@@ -439,8 +439,9 @@ def run(params: GenerateParams, progress: Progress = SILENT) -> GenerateSummary:
 
 def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.device) -> GenerateSummary:
     started = time.perf_counter()
-    if ctx.enabled and params.ranked and params.rank != "topk":
-        raise GenerateError(f"generate.rank: {params.rank!r} runs in one process only; under torchrun use rank: topk")
+    if ctx.enabled and params.ranked and params.rank == "mh":
+        raise GenerateError("generate.rank: 'mh' runs in one process only (its chains are sequential); "
+                            "under torchrun use rank filter, drs or topk")
     precision = resolve_precision(params.precision, device)
     set_threads(params.threads)
     sampler = Sampler.from_params(params, device, precision)

@@ -346,7 +346,7 @@ class DRSSelector:
             self.accepted[g] += [(int(labels[i]), int(seeds[i]), float(scores[i])) for i in take]
             rest = np.setdiff1d(idx, take, assume_unique=True)
             if len(self.accepted[g]) < self.quota[g]:  # only a short group can need its rejects
-                self.rejected[g].add(scores[rest], seeds[rest])
+                self.rejected[g].add(scores[rest], seeds[rest], scores[rest])
         self.done = all(len(a) >= q for a, q in zip(self.accepted, self.quota))
 
     @property
@@ -364,6 +364,27 @@ class DRSSelector:
                          for sc, s in zip(scores[:missing], seeds[:missing])]
             out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
         return _order(out, self.per_class)
+
+
+def merge_seed_order(parts: list[Any]) -> Any:
+    """Merge the selectors of torchrun ranks that each streamed every world-th batch (drs, filter).
+
+    Each rank kept the first accepted candidates of its own batches in seed order, up to the
+    quota, so the first `quota` accepted seeds of the whole pool are among their union: sort
+    it by seed and cut. Short quotas are topped up from the union of the ranks' best rejects.
+    """
+    merged = parts[0]
+    for g, quota in enumerate(merged.quota):
+        accepted = sorted((row for part in parts for row in part.accepted[g]), key=lambda row: row[1])
+        merged.accepted[g] = accepted[:quota]
+        for part in parts[1:]:
+            scores, seeds = part.rejected[g].result()
+            merged.rejected[g].add(scores, seeds, part.rejected[g].payload)
+    for name in ("seen", "failed_judge", "failed_floor"):
+        if hasattr(merged, name):
+            setattr(merged, name, sum(getattr(part, name) for part in parts))
+    merged.done = all(len(a) >= q for a, q in zip(merged.accepted, merged.quota))
+    return merged
 
 
 @dataclass
@@ -573,7 +594,7 @@ def prepare_rule(sampler: Any, params: GenerateParams, rule: str, count: int | N
 
 
 def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = SILENT,
-                     histogram_sample: int = 200_000) -> tuple[RuleSelection, np.ndarray, int]:
+                     histogram_sample: int = 200_000, ctx: Any = None) -> tuple[RuleSelection, np.ndarray, int]:
     """generate.select for rank filter/drs/mh: prepare the rule, then stream candidates until every quota is full."""
     from pipeline.generate import candidate_batches
 
@@ -583,7 +604,13 @@ def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = 
     sample: list[np.ndarray] = []
     sampled = scored = 0
     progress.start("score", total=total, description=f"generate + {params.rank}")
-    for seeds, labels in candidate_batches(params.seed, total, k, params.batch_size):
+    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
+    if world > 1 and params.rank == "mh":
+        raise RankingError("generate.rank: 'mh' runs in one process only (its chains are sequential); "
+                           "under torchrun use rank filter, drs or topk")
+    for batch_no, (seeds, labels) in enumerate(candidate_batches(params.seed, total, k, params.batch_size)):
+        if batch_no % world != rank:   # under torchrun each rank streams every world-th batch
+            continue
         images, scores = sampler.images_and_scores(seeds, labels)
         conf = sampler.confidence(images, labels) if selector.needs_confidence else None
         selector.add(scores, seeds, labels, conf)
@@ -595,6 +622,12 @@ def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = 
         if selector.done:
             break
     progress.finish("score")
+    if world > 1:
+        gathered = ctx.gather((selector, scored, np.concatenate(sample) if sample else np.empty(0)))
+        selector = merge_seed_order([g[0] for g in gathered])
+        scored = sum(g[1] for g in gathered)
+        sample = [g[2] for g in gathered]
     stats.update(selector_stats(selector))
     log.info("%s: %s", params.rank, stats)
-    return RuleSelection(selector, cal, stats), np.concatenate(sample) if sample else np.empty(0), scored
+    sample_all = np.concatenate(sample)[:histogram_sample] if sample else np.empty(0)
+    return RuleSelection(selector, cal, stats), sample_all, scored

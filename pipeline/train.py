@@ -110,9 +110,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of one epoch depends only on (seed, epoch), so a resumed run sees the same batches."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
+    """The data order of one epoch depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    With `labels` and `group` > 1 the order is made of runs of `group` images of one class
+    (each class shuffled and cut into runs, the runs shuffled; a class's last partial run waits
+    for another epoch), so that D's minibatch-std groups compare images of one class.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if labels is None or group <= 1:
+        return torch.randperm(n, generator=gen)
+    runs = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        runs.append(idx[: len(idx) // group * group].view(-1, group))
+    runs_ = torch.cat(runs)
+    return runs_[torch.randperm(len(runs_), generator=gen)].flatten()
 
 
 @torch.no_grad()
@@ -217,8 +231,24 @@ class Trainer:
         return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     @property
+    def class_group(self) -> int:
+        """Images of one class per minibatch-std group (1: batches mix classes freely)."""
+        p = self.params
+        grouped = p.mbstd_by_class and self.conditional and p.mbstd_group > 1
+        return p.mbstd_group if grouped and (p.batch_size // self.ctx.world) % p.mbstd_group == 0 else 1
+
+    def order(self, epoch: int) -> torch.Tensor:
+        group = self.class_group
+        labels = self.data.labels.cpu() if group > 1 else None
+        return epoch_order(len(self.data.images), self.params.seed, epoch, labels, group)
+
+    @property
     def steps_per_epoch(self) -> int:
-        return len(self.data.images) // self.params.batch_size
+        group = self.class_group
+        if group == 1:
+            return len(self.data.images) // self.params.batch_size
+        counts = torch.bincount(self.data.labels.cpu())
+        return int((counts // group * group).sum()) // self.params.batch_size
 
     @property
     def conditional(self) -> bool:
@@ -277,7 +307,9 @@ class Trainer:
         z = self._local(torch.randn(n, self.cfg.z_dim, generator=self.noise)).to(self.device)
         if not self.conditional:
             return z, None
-        return z, self._local(torch.randint(self.cfg.num_classes, (n,), generator=self.noise)).to(self.device)
+        group = self.class_group   # fakes come in one-class runs too, like the real batches
+        y = torch.randint(self.cfg.num_classes, (n // group,), generator=self.noise).repeat_interleave(group)
+        return z, self._local(y).to(self.device)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
@@ -335,7 +367,7 @@ class Trainer:
         with stop_requests() as stop:
             while self.step < total:
                 epoch, batch = divmod(self.step, spe)
-                order = epoch_order(len(self.data.images), p.seed, epoch)
+                order = self.order(epoch)
                 for b in range(batch, spe):
                     row = self.train_step(order[b * p.batch_size:(b + 1) * p.batch_size])
                     self.history.append([self.step, epoch, *row])

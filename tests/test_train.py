@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,21 @@ from pipeline import train
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import TrainParams
 
-TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4)
+TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
+            judge_steps=10)
+
+
+def metrics_ok(path: Path) -> bool:
+    return 0 <= json.loads(path.read_text())["judge_train_accuracy"] <= 1
+
+
+def test_class_grouped_epoch_order_is_a_shuffle_of_one_class_runs() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 9)
+    order = train.epoch_order(len(labels), 3, 1, labels, 4)
+    runs = labels[order].view(-1, 4)
+    assert (runs == runs[:, :1]).all() and len(set(order.tolist())) == len(order) == 8 + 4 + 8
+    assert torch.equal(order, train.epoch_order(len(labels), 3, 1, labels, 4))
+    assert not torch.equal(order, train.epoch_order(len(labels), 3, 2, labels, 4))
 
 
 def params(tmp: Path, crop_dir: Path, name: str, **kw: object) -> TrainParams:
@@ -21,8 +36,12 @@ def params(tmp: Path, crop_dir: Path, name: str, **kw: object) -> TrainParams:
 def test_train_writes_checkpoint_grids_losses_and_metrics(tmp_path: Path, crop_dir: Path) -> None:
     summary = train.run(params(tmp_path, crop_dir, "run", epochs=2))
     out = tmp_path / "run"
-    assert summary.finished and summary.steps == 2 * (96 // 16)
+    from pipeline.manifest import read_manifest
+
+    counts = Counter(r.label_id for r in read_manifest(crop_dir / "manifest.jsonl") if r.split == "train")
+    assert summary.finished and summary.steps == 2 * (sum(c // 4 * 4 for c in counts.values()) // 16)
     state = load_checkpoint(out / "checkpoint.pt")
+    assert state["judge"]["num_classes"] == 3 and metrics_ok(tmp_path / "run.json")
     assert state["classes"] == ["bar", "disc", "square"] and state["model_config"]["num_classes"] == 3
     assert (out / "samples" / "epoch-001.png").exists() and (out / "samples" / "epoch-002.png").exists()
     assert (out / "losses.png").stat().st_size > 1000
