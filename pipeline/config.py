@@ -117,6 +117,14 @@ class CropParams(_Section):
             raise ValueError(f"{value!r} is not one of {', '.join(map(str, SUPPORTED_SIZES))}")
         return value
 
+    @model_validator(mode="after")
+    def _hair_needs_faces(self) -> "CropParams":
+        # Hair colour is measured in a band above a detected face; a resized whole image has none.
+        if self.label_from == "hair_color" and self.mode != "faces":
+            raise ValueError(f"crop.label_from: 'hair_color' needs crop.mode 'faces', not {self.mode!r} "
+                             "(allowed with resize: 'source', 'tags' or 'none')")
+        return self
+
 
 class TrainParams(_Section):
     input: Path = Field(Path("data/crop"), description="The crop output folder to train on.")
@@ -243,6 +251,8 @@ def _format_error(section: str, err: ValidationError) -> str:
         allowed = first.get("ctx", {}).get("expected", "")
         return f"{key}: {first['input']!r} is not allowed (allowed: {allowed})"
     msg = first["msg"].removeprefix("Value error, ")
+    if msg.startswith(f"{section}."):  # a cross-field rule that names its own key
+        return msg
     if first["loc"]:
         return f"{key}: {first['input']!r}: {msg}"
     return f"{section}: {msg}"
