@@ -30,7 +30,7 @@ class _Section(BaseModel):
 class CrawlParams(_Section):
     source: Source = Field("fashion-mnist", description="Where images come from.")
     out: Path = Field(Path("data/raw"), description="Output folder (manifest.jsonl + shards or images/).")
-    root: Optional[Path] = Field(None, description="Folder to import for source=folder (<root>/<label>/*.png).")
+    root: Optional[Path] = Field(Path("data/import"), description="Folder to import for source=folder (<root>/<label>/*.png); a DVC dep of the crawl stage.")
     limit: Optional[int] = Field(None, ge=1, description="Import at most this many images per split (embedded/folder sources).")
     seed: int = Field(0, description="Seed for any sampling the import does (e.g. which images `limit` keeps).")
     data_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"), description="Where Debian's dataset-fashion-mnist puts its .gz files.")
