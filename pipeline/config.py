@@ -47,6 +47,9 @@ class CrawlParams(_Section):
     workers: int = Field(4, ge=1, le=64, description="Parallel downloads.")
     delay: float = Field(1.0, ge=0, description="Minimum seconds between requests to one host, shared by all workers.")
     timeout: float = Field(30.0, gt=0, description="Connect and read timeout in seconds.")
+    deadline: float = Field(600.0, gt=0, description="Total seconds one request may take, retries included (a server trickling bytes ends here).")
+    max_page_bytes: int = Field(10_000_000, ge=1, description="Largest list page accepted, in decoded bytes (robots.txt: its first 500 KiB are used).")
+    allow_hosts: list[str] = Field([], description="Hosts besides the board's own that images may come from ('.example.com' allows subdomains); known boards' image hosts are added.")
     retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, connection errors, 429 and 5xx.")
     respect_robots: bool = Field(True, description="Honour robots.txt (turning it off logs a warning).")
     max_bytes: int = Field(50_000_000, ge=1, description="Largest download accepted, in bytes.")
@@ -54,7 +57,7 @@ class CrawlParams(_Section):
     user_agent: str = Field("augment/0.1 (dataset crawler; +https://pypi.org/project/augment)", description="User-Agent header.")
     snapshot: str = Field("", description="Free text; change it to make `dvc repro` re-crawl a remote source.")
 
-    @field_validator("rating", mode="before")
+    @field_validator("rating", "allow_hosts", mode="before")
     @classmethod
     def _split_rating(cls, value: Any) -> Any:
         if isinstance(value, str):

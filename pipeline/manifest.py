@@ -132,12 +132,14 @@ def read_manifest(path: Path, **kwargs: Any) -> list[Record]:
 
 
 def write_manifest(path: Path, records: Iterable[Record]) -> int:
-    """Write all records atomically (temp file + rename); returns the count."""
+    """Write all records atomically (temp file + fsync + rename); returns the count."""
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(record.to_json() + "\n")
             n += 1
+        fh.flush()
+        os.fsync(fh.fileno())  # one per manifest: the rename below never exposes an empty file after a crash
     return n
 
 
