@@ -38,4 +38,4 @@ bench: setup data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_all.py
 
 clean-outputs:
-	rm -rf data runs metrics
+	rm -rf data/raw data/crop data/generated data/export runs metrics  # data/import is the shipped crawl.root

@@ -30,7 +30,7 @@ class _Section(BaseModel):
 class CrawlParams(_Section):
     source: Source = Field("fashion-mnist", description="Where images come from.")
     out: Path = Field(Path("data/raw"), description="Output folder (manifest.jsonl + shards or images/).")
-    root: Optional[Path] = Field(None, description="Folder to import for source=folder (<root>/<label>/*.png).")
+    root: Optional[Path] = Field(Path("data/import"), description="Folder to import for source=folder (<root>/<label>/*.png); a DVC dep of the crawl stage.")
     limit: Optional[int] = Field(None, ge=1, description="Import at most this many images per split (embedded/folder sources).")
     seed: int = Field(0, description="Seed for any sampling the import does (e.g. which images `limit` keeps).")
     data_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"), description="Where Debian's dataset-fashion-mnist puts its .gz files.")
@@ -47,6 +47,9 @@ class CrawlParams(_Section):
     workers: int = Field(4, ge=1, le=64, description="Parallel downloads.")
     delay: float = Field(1.0, ge=0, description="Minimum seconds between requests to one host, shared by all workers.")
     timeout: float = Field(30.0, gt=0, description="Connect and read timeout in seconds.")
+    deadline: float = Field(600.0, gt=0, description="Total seconds one request may take, retries included (a server trickling bytes ends here).")
+    max_page_bytes: int = Field(10_000_000, ge=1, description="Largest list page accepted, in decoded bytes (robots.txt: its first 500 KiB are used).")
+    allow_hosts: list[str] = Field([], description="Hosts besides the board's own that images may come from ('.example.com' allows subdomains); known boards' image hosts are added.")
     retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, connection errors, 429 and 5xx.")
     respect_robots: bool = Field(True, description="Honour robots.txt (turning it off logs a warning).")
     max_bytes: int = Field(50_000_000, ge=1, description="Largest download accepted, in bytes.")
@@ -54,7 +57,7 @@ class CrawlParams(_Section):
     user_agent: str = Field("augment/0.1 (dataset crawler; +https://pypi.org/project/augment)", description="User-Agent header.")
     snapshot: str = Field("", description="Free text; change it to make `dvc repro` re-crawl a remote source.")
 
-    @field_validator("rating", mode="before")
+    @field_validator("rating", "allow_hosts", mode="before")
     @classmethod
     def _split_rating(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -116,6 +119,14 @@ class CropParams(_Section):
         if value not in SUPPORTED_SIZES:
             raise ValueError(f"{value!r} is not one of {', '.join(map(str, SUPPORTED_SIZES))}")
         return value
+
+    @model_validator(mode="after")
+    def _hair_needs_faces(self) -> "CropParams":
+        # Hair colour is measured in a band above a detected face; a resized whole image has none.
+        if self.label_from == "hair_color" and self.mode != "faces":
+            raise ValueError(f"crop.label_from: 'hair_color' needs crop.mode 'faces', not {self.mode!r} "
+                             "(allowed with resize: 'source', 'tags' or 'none')")
+        return self
 
 
 class TrainParams(_Section):
@@ -251,6 +262,8 @@ def _format_error(section: str, err: ValidationError) -> str:
         allowed = first.get("ctx", {}).get("expected", "")
         return f"{key}: {first['input']!r} is not allowed (allowed: {allowed})"
     msg = first["msg"].removeprefix("Value error, ")
+    if msg.startswith(f"{section}."):  # a cross-field rule that names its own key
+        return msg
     if first["loc"]:
         return f"{key}: {first['input']!r}: {msg}"
     return f"{section}: {msg}"

@@ -1,5 +1,10 @@
 """torchrun support: one process per device, Gloo on CPU and NCCL on GPUs.
 
+On GPUs the process group is `cpu:gloo,cuda:nccl`: collectives on CUDA tensors (batch-norm
+statistics, DDP gradients) go through NCCL, and those on CPU tensors (the logged losses,
+the stop flag, `all_gather_object`'s sizes) through Gloo; an NCCL-only group rejects CPU
+tensors and the first training step would die.
+
 `torchrun --nproc-per-node N --no-python augment train ...` sets RANK/WORLD_SIZE/LOCAL_RANK;
 without them everything here is a no-op and training is a plain single process.
 """
@@ -48,6 +53,11 @@ class Dist:
         return out
 
 
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for ranks on `device`: it must serve CPU tensors too."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def from_env(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes; returns the context and this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -58,7 +68,7 @@ def from_env(device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend_for(device))
     return Dist(rank, world, local), device
 
 

@@ -145,6 +145,8 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     """The export's synthetic images (uint8) and label ids, its classes and its dataset card."""
     from PIL import Image
 
+    from pipeline.manifest import path_inside
+
     folder = Path(folder)
     card_path = folder / "dataset.json"
     if not card_path.exists():
@@ -158,7 +160,7 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
         raise EvaluateError("evaluate needs labelled data: the export has unlabelled images")
     arrays = []
     for r in rows:
-        with Image.open(folder / r["file"]) as img:
+        with Image.open(path_inside(folder, r["file"])) as img:
             a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[..., None] if a.ndim == 2 else a)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -24,7 +24,7 @@ from pipeline.config import ExportParams, to_jsonable
 from pipeline.errors import PipelineError
 from pipeline.generate import class_dirs
 from pipeline.io import ShardReader, save_png, write_json, write_text
-from pipeline.manifest import MANIFEST_NAME, Record, read_manifest, write_manifest
+from pipeline.manifest import MANIFEST_NAME, Record, path_inside, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
 
 CSV_COLUMNS = ("file", "label", "label_id", "score", "source", "seed", "rank", "model_sha256")
@@ -48,11 +48,12 @@ class ExportSummary:
 
 
 def _read_generated(folder: Path) -> tuple[list[Record], dict[str, Any]]:
-    if not (folder / MANIFEST_NAME).exists():
-        raise ExportError(f"export.input: {folder} has no {MANIFEST_NAME}; run `augment generate` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if meta.get("params", {}).get("scores_only"):
         raise ExportError(f"export.input: {folder} was generated with --scores-only and holds no images")
+    if not (folder / MANIFEST_NAME).exists():
+        raise ExportError(f"export.input: {folder} has no {MANIFEST_NAME}; run `augment generate` first")
     return read_manifest(folder / MANIFEST_NAME), meta
 
 
@@ -189,6 +190,7 @@ class ExportDataset(Dataset):
         with open(self.root / "manifest.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         self.rows = [r for r in rows if source is None or r["source"] == source]
+        self.paths = [path_inside(self.root, r["file"]) for r in self.rows]  # the same rule as every manifest
         self.transform = transform
 
     def __len__(self) -> int:
@@ -198,7 +200,7 @@ class ExportDataset(Dataset):
         from PIL import Image
 
         row = self.rows[i]
-        with Image.open(self.root / row["file"]) as img:
+        with Image.open(self.paths[i]) as img:
             img.load()
         if self.transform is not None:
             image = self.transform(img)

@@ -32,6 +32,7 @@ from pipeline.train import standing_stats, to_uint8
 
 log = logging.getLogger(__name__)
 HISTOGRAM_SAMPLE = 200_000  # candidate scores kept for the histogram, whatever the count
+SCORES_NAME = "scores.jsonl"  # what --scores-only writes instead of a manifest
 
 
 def safe_name(label: str | None) -> str:
@@ -316,8 +317,7 @@ def render(sampler: Sampler, entries: list[tuple[int, int, float, int]], out: Pa
         Record(file=file, index=index,
                label=sampler.classes[label] if sampler.classes else None,
                label_id=label if sampler.classes else None, split="train", source="synthetic",
-               score=round(score, 6), seed=seed, rank=rank if params.ranked else None,
-               extra={} if not params.scores_only else {"rendered": False})
+               score=round(score, 6), seed=seed, rank=rank if params.ranked else None)
         for (label, seed, score, rank), (file, index) in zip(entries, locations)
     ]
     preview = _preview(sampler, entries) if ctx.is_main else np.zeros((1, 1, 1), np.uint8)
@@ -475,16 +475,34 @@ def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.de
         "model_config": sampler.cfg.to_dict(), "params": to_jsonable(params),
         "timing": {"seconds_scoring": round(summary.seconds_scoring, 2), "seconds_total": round(summary.seconds_total, 2)},
     })
-    write_manifest(out / MANIFEST_NAME, records)  # last: its presence means the folder is complete
+    if params.scores_only:
+        # No images, so no manifest (whose every line names a file that exists): the kept
+        # seeds go to scores.jsonl, from which any of them can be rendered later.
+        write_scores(out / SCORES_NAME, records)
+    else:
+        write_manifest(out / MANIFEST_NAME, records)  # last: its presence means the folder is complete
     return summary
 
 
+def write_scores(path: Path, records: list[Record]) -> None:
+    """The kept seeds of a --scores-only run, one JSON object per line (no files)."""
+    import json
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps({"seed": r.seed, "label": r.label, "label_id": r.label_id, "score": r.score,
+                                 "rank": r.rank}) + "\n")
+
+
 def _clear_previous(out: Path) -> None:
-    """Drop an earlier run's manifest first (so the folder never looks complete), then its images."""
+    """Drop an earlier run's manifest first (so the folder never looks complete), then its images and shards."""
     import shutil
 
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+    (out / SCORES_NAME).unlink(missing_ok=True)
     shutil.rmtree(out / "images", ignore_errors=True)
+    for shard in out.glob("shard-*.npy"):  # format npy; a smaller run would leave the old tail behind
+        shard.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -11,7 +11,19 @@
   reserves the next free slot under a lock, then sleeps outside it;
 - robots.txt through `urllib.robotparser`, fetched with the same session and rules;
 - `download()` streams into a `.part` file in the destination folder with a byte cap
-  and a Content-Length check, hashing as it goes; the caller verifies and renames it.
+  and a Content-Length check, hashing as it goes, and fsyncs it; the caller verifies and
+  renames it.
+
+A hostile or broken server cannot exhaust memory or hold a worker forever:
+
+- every body is read in chunks and decoded here (gzip/deflate through `zlib` with a bound on
+  each step's output), so the caps count *decoded* bytes: `get()` stops at `max_page_bytes`
+  (robots.txt at 500 KiB, of which the first part is used, as RFC 9309 allows), `download()`
+  at its `max_bytes`; a gzip bomb or an endless chunked answer ends in "too large";
+- every call has a total deadline (`deadline` seconds, all attempts included), checked
+  between reads, so a server trickling one byte at a time ends in "deadline";
+- a `HostPolicy` decides which hosts may be contacted at all, checked before every request
+  and after every redirect (redirects are followed here, one hop at a time).
 
 The clock, the sleep function and the jitter source are injectable so tests run fast.
 """
@@ -20,19 +32,23 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import ipaddress
 import logging
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
-from urllib.parse import urlsplit
+from typing import Callable, Iterable, Iterator, Mapping, Optional, TypeVar
+from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger(__name__)
@@ -40,6 +56,10 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 T = TypeVar("T")
 _CHUNK = 64 * 1024
+_PIECE = 1 << 20            # most decoded bytes one decompression step may produce
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: a crawler may stop parsing robots.txt after 500 KiB
+MAX_REDIRECTS = 5
+REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 
 class HttpError(RuntimeError):
@@ -67,6 +87,105 @@ class Download:
     size: int
     md5: str
     content_type: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """A whole (capped) body read into memory: a list page or robots.txt."""
+
+    url: str
+    status: int
+    content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    truncated: bool = False   # cut at the cap (only when the caller allowed that)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(_charset(self.headers.get("Content-Type", "")) or "utf-8", errors="replace")
+
+
+def _charset(content_type: str) -> Optional[str]:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value:
+            with contextlib.suppress(LookupError):
+                import codecs
+
+                return codecs.lookup(value.strip('"')).name
+    return None
+
+
+class HostPolicy:
+    """Which hosts the crawler may contact: the board's own and the ones the user lists.
+
+    - the URL must be http(s) and its host the base URL's host, or in `allow_hosts` (exact
+      names; an entry starting with a dot also allows every subdomain);
+    - unless the base URL's own host is a private, loopback or link-local address (a test
+      server, an intranet board), every address the host resolves to must be a global one:
+      a listed name that points at 127.0.0.1, 10.x or 169.254.169.254 is refused too.
+
+    The server chooses the image URLs and redirects, so `HttpClient` asks this before every
+    request and every redirect hop. (A name that resolves differently between this check and
+    the connection, DNS rebinding, is not covered.)
+    """
+
+    def __init__(self, base_url: str, allow_hosts: Iterable[str] = (),
+                 resolve: Optional[Callable[[str], list[str]]] = None) -> None:
+        self.base_host = (urlsplit(base_url).hostname or "").lower()
+        self.hosts = {self.base_host} | {h.strip().lower() for h in allow_hosts if h.strip()}
+        self.resolve = resolve or _resolve
+        self._private_ok: Optional[bool] = None
+        self._checked: dict[str, Optional[str]] = {}
+        self._lock = threading.Lock()
+
+    def listed(self, host: str) -> bool:
+        return host in self.hosts or any(h.startswith(".") and (host.endswith(h) or host == h[1:]) for h in self.hosts)
+
+    def check(self, url: str) -> None:
+        """Raise HttpError ("host not allowed" or "private address") unless `url` may be fetched."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            raise HttpError(url, "host not allowed", detail="not an http(s) URL")
+        if not self.listed(host):
+            raise HttpError(url, "host not allowed",
+                            detail=f"{host} is neither the board's host {self.base_host} nor in crawl.allow_hosts")
+        problem = self._address_problem(host)
+        if problem:
+            raise HttpError(url, "private address", detail=problem)
+
+    def _address_problem(self, host: str) -> Optional[str]:
+        with self._lock:
+            if self._private_ok is None:
+                self._private_ok = any(not _is_global(a) for a in self._addresses(self.base_host))
+            if self._private_ok:
+                return None
+            if host not in self._checked:
+                bad = [a for a in self._addresses(host) if not _is_global(a)]
+                self._checked[host] = (f"{host} is {bad[0]}, not a public address (allowed only when the base URL is one)"
+                                       if bad else None)
+            return self._checked[host]
+
+    def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        try:
+            return self.resolve(host)
+        except OSError:
+            return []  # cannot be resolved: the request itself will fail with "host name not found"
+
+
+def _resolve(host: str) -> list[str]:
+    return sorted({info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+
+
+def _is_global(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
 
 
 def parse_retry_after(value: Optional[str], now: Callable[[], float] = time.time) -> Optional[float]:
@@ -102,6 +221,9 @@ class HttpClient:
         retry_after_max: float = 300.0,
         respect_robots: bool = True,
         pool_size: int = 8,
+        max_page_bytes: int = 10_000_000,
+        deadline: float = 600.0,
+        policy: Optional[HostPolicy] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
@@ -111,9 +233,12 @@ class HttpClient:
         self.retries, self.delay = retries, delay
         self.backoff, self.backoff_max, self.retry_after_max = backoff, backoff_max, retry_after_max
         self.respect_robots = respect_robots
+        self.max_page_bytes, self.deadline, self.policy = max_page_bytes, deadline, policy
         self.clock, self.sleep, self.jitter = clock, sleep, jitter
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
+        # Only what _Body can decode with a bound on its output (requests would add br/zstd when installed).
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"
         # Our own retry loop is the only one; the pool is sized so every worker keeps its connection.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1), max_retries=0)
         self.session.mount("http://", adapter)
@@ -132,6 +257,11 @@ class HttpClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check_host(self, url: str) -> None:
+        """Raise HttpError when the host policy forbids contacting `url` (nothing is sent)."""
+        if self.policy is not None:
+            self.policy.check(url)
 
     # -- politeness -------------------------------------------------------------------
 
@@ -182,7 +312,7 @@ class HttpClient:
     def _fetch_robots(self, site: str) -> RobotFileParser:
         parser = RobotFileParser(site + "/robots.txt")
         try:
-            text = self.get(site + "/robots.txt").text
+            page = self.get(site + "/robots.txt", max_bytes=ROBOTS_MAX_BYTES, truncate=True)
         except HttpError as err:
             if err.status in (401, 403):
                 parser.disallow_all = True  # the convention robotparser itself follows
@@ -191,7 +321,12 @@ class HttpClient:
                 parser.allow_all = True  # no robots.txt: everything is allowed
                 return parser
             raise
-        parser.parse(text.splitlines())
+        lines = page.text.splitlines()
+        if page.truncated:
+            # RFC 9309 2.5: parse (at least) the first 500 KiB; the line cut in the middle is dropped.
+            log.warning("%s/robots.txt is larger than %d bytes; obeying its first %d bytes", site, ROBOTS_MAX_BYTES, ROBOTS_MAX_BYTES)
+            lines = lines[:-1]
+        parser.parse(lines)
         crawl_delay = parser.crawl_delay(self.user_agent)
         if crawl_delay:
             # A site's own Crawl-delay is a floor for our interval, never a reason to go faster.
@@ -201,20 +336,27 @@ class HttpClient:
 
     # -- requests ---------------------------------------------------------------------
 
-    def get(self, url: str) -> requests.Response:
-        """GET with retries; the body is read. Raises HttpError when it fails for good."""
-        return self._with_retries(url, lambda: self._get_once(url))
+    def get(self, url: str, *, max_bytes: Optional[int] = None, truncate: bool = False) -> Page:
+        """GET with retries; the body is read, at most `max_bytes` decoded bytes (default `max_page_bytes`).
+
+        A longer body raises HttpError "too large", or with `truncate` comes back cut at the cap.
+        """
+        limit = self.max_page_bytes if max_bytes is None else max_bytes
+        return self._with_retries(url, lambda deadline: self._get_once(url, limit, truncate, deadline))
 
     def download(self, url: str, folder: Path, max_bytes: int) -> Download:
         """Stream `url` into a `.part` file in `folder`; raises HttpError (nothing left behind) on failure."""
-        return self._with_retries(url, lambda: self._download_once(url, Path(folder), max_bytes))
+        return self._with_retries(url, lambda deadline: self._download_once(url, Path(folder), max_bytes, deadline))
 
-    def _with_retries(self, url: str, attempt_once: Callable[[], T]) -> T:
+    def _with_retries(self, url: str, attempt_once: Callable[[float], T]) -> T:
+        deadline = time.monotonic() + self.deadline  # real time: the injectable clock paces, this bounds
         last: Optional[_Retry] = None
         for attempt in range(self.retries + 1):
             self._wait_turn(url)
+            if time.monotonic() > deadline:
+                raise self._deadline_error(url)
             try:
-                return attempt_once()
+                return attempt_once(deadline)
             except _Retry as err:
                 last = err
                 if attempt == self.retries:
@@ -227,17 +369,35 @@ class HttpClient:
         assert last is not None
         raise HttpError(url, last.reason, last.status, last.detail)
 
-    def _request(self, url: str, *, stream: bool, headers: Optional[dict[str, str]] = None) -> requests.Response:
-        try:
-            resp = self.session.get(url, timeout=self.timeout, stream=stream, headers=headers, allow_redirects=True)
-        except requests.Timeout as err:
-            raise _Retry("timeout", type(err).__name__) from None
-        except requests.ConnectionError as err:
-            raise _Retry("connection error", _connection_detail(err)) from None
-        except requests.RequestException as err:  # invalid URL, too many redirects, ...
-            raise HttpError(url, "bad request", detail=_first_line(err)) from None
-        self._check_status(url, resp)
-        return resp
+    def _deadline_error(self, url: str, status: Optional[int] = None) -> HttpError:
+        return HttpError(url, "deadline", status, f"no complete answer within crawl.deadline = {self.deadline:g} s")
+
+    def _request(self, url: str, deadline: float, headers: Optional[dict[str, str]] = None) -> requests.Response:
+        """The response (headers read, body not) after following redirects one checked hop at a time."""
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            self.check_host(current)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._deadline_error(url)
+            # Waiting for the headers may not outlast the deadline either.
+            timeout = (self.timeout[0], max(0.001, min(self.timeout[1], remaining)))
+            try:
+                resp = self.session.get(current, timeout=timeout, stream=True, headers=headers, allow_redirects=False)
+            except requests.Timeout as err:
+                raise _Retry("timeout", type(err).__name__) from None
+            except requests.ConnectionError as err:
+                raise _Retry("connection error", _connection_detail(err)) from None
+            except requests.RequestException as err:  # invalid URL, ...
+                raise HttpError(url, "bad request", detail=_first_line(err)) from None
+            location = resp.headers.get("Location")
+            if resp.status_code in REDIRECT_CODES and location:
+                resp.close()
+                current = urljoin(current, location)
+                continue
+            self._check_status(url, resp)
+            return resp
+        raise HttpError(url, "too many redirects", detail=f"more than {MAX_REDIRECTS}")
 
     def _check_status(self, url: str, resp: requests.Response) -> None:
         status = resp.status_code
@@ -252,27 +412,31 @@ class HttpClient:
             raise _Retry(f"http {status}", status=status)
         raise HttpError(url, f"http {status}", status)
 
-    def _get_once(self, url: str) -> requests.Response:
-        resp = self._request(url, stream=False)
-        try:
-            _ = resp.content  # read here so a body cut short is retried like any other drop
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout) as err:
-            raise _Retry("truncated", _first_line(err)) from None
-        return resp
+    def _get_once(self, url: str, limit: int, truncate: bool, deadline: float) -> Page:
+        resp = self._request(url, deadline)
+        with resp:
+            body = _Body(resp, url, limit, deadline, self._deadline_error)
+            data = bytearray()
+            for piece in body:
+                data += piece
+            if body.size > limit and not truncate:
+                raise HttpError(url, "too large", resp.status_code, f"more than {limit} bytes (crawl.max_page_bytes)")
+            body.check_length()
+        return Page(url, resp.status_code, bytes(data[:limit]), dict(resp.headers), body.size > limit)
 
-    def _download_once(self, url: str, folder: Path, max_bytes: int) -> Download:
+    def _download_once(self, url: str, folder: Path, max_bytes: int, deadline: float) -> Download:
         # identity encoding: the bytes counted against Content-Length are the bytes of the file.
-        resp = self._request(url, stream=True, headers={"Accept-Encoding": "identity"})
+        resp = self._request(url, deadline, headers={"Accept-Encoding": "identity"})
         with resp:
             expected = _content_length(resp)
-            if expected is not None and expected > max_bytes:
+            if expected is not None and expected > max_bytes and "Content-Encoding" not in resp.headers:
                 raise HttpError(url, "too large", resp.status_code, f"{expected} bytes > {max_bytes}")
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".", suffix=PART_SUFFIX, dir=folder)
             try:
-                size, digest = _stream_to(fd, resp, url, max_bytes)
-                if expected is not None and size != expected:
-                    raise _Retry("truncated", f"{size} of {expected} bytes")
+                body = _Body(resp, url, max_bytes, deadline, self._deadline_error)
+                size, digest = _stream_to(fd, body, url, max_bytes)
+                body.check_length()
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -280,19 +444,75 @@ class HttpClient:
         return Download(url, Path(tmp), size, digest, resp.headers.get("Content-Type", ""))
 
 
-def _stream_to(fd: int, resp: requests.Response, url: str, max_bytes: int) -> tuple[int, str]:
+class _Body:
+    """The decoded body of a streamed response, read a chunk at a time.
+
+    Decoding is done here (gzip and deflate through zlib), never by urllib3, so that each
+    decompression step produces at most `_PIECE` bytes and iteration stops just past `limit`:
+    a small compressed body that inflates to gigabytes costs at most `limit` + `_PIECE`.
+    The deadline is checked before every read; `read1` returns after one socket read, so a
+    server that trickles bytes cannot keep a read going past it.
+    """
+
+    def __init__(self, resp: requests.Response, url: str, limit: int, deadline: float,
+                 deadline_error: Callable[[str, Optional[int]], HttpError]) -> None:
+        self.resp, self.url, self.limit, self.deadline, self.deadline_error = resp, url, limit, deadline, deadline_error
+        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding in ("identity", ""):
+            self.decoder = None
+        elif encoding in ("gzip", "x-gzip", "deflate"):
+            self.decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
+        else:
+            raise HttpError(url, "unsupported encoding", resp.status_code, encoding)
+        self.raw_bytes = 0   # as sent (compared with Content-Length)
+        self.size = 0        # decoded
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.size <= self.limit:
+            if time.monotonic() > self.deadline:
+                raise self.deadline_error(self.url, self.resp.status_code)
+            try:
+                data = self.resp.raw.read1(_CHUNK, decode_content=False)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise _Retry("timeout", "read timed out") from None
+            except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as err:
+                raise _Retry("truncated", _first_line(err)) from None
+            if not data:
+                return
+            self.raw_bytes += len(data)
+            if self.decoder is None:
+                self.size += len(data)
+                yield data
+                continue
+            while data and self.size <= self.limit:
+                try:
+                    piece = self.decoder.decompress(data, min(_PIECE, self.limit - self.size + 1))
+                except zlib.error as err:
+                    raise HttpError(self.url, "bad encoding", self.resp.status_code, str(err)) from None
+                data = self.decoder.unconsumed_tail
+                self.size += len(piece)
+                yield piece
+
+    def check_length(self) -> None:
+        """A body shorter than its Content-Length was cut off: worth another try."""
+        expected = _content_length(self.resp)
+        if expected is not None and self.size <= self.limit and self.raw_bytes != expected:
+            raise _Retry("truncated", f"{self.raw_bytes} of {expected} bytes")
+
+
+def _stream_to(fd: int, body: _Body, url: str, max_bytes: int) -> tuple[int, str]:
     md5 = hashlib.md5()
     size = 0
     with os.fdopen(fd, "wb") as fh:
-        try:
-            for chunk in resp.iter_content(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise HttpError(url, "too large", resp.status_code, f"more than {max_bytes} bytes")
-                md5.update(chunk)
-                fh.write(chunk)
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout) as err:
-            raise _Retry("truncated", _first_line(err)) from None
+        for chunk in body:
+            size += len(chunk)
+            if size > max_bytes:
+                raise HttpError(url, "too large", body.resp.status_code, f"more than {max_bytes} bytes")
+            md5.update(chunk)
+            fh.write(chunk)
+        # On disk before the caller renames it and a manifest line vouches for it (safe across a reboot).
+        fh.flush()
+        os.fsync(fh.fileno())
     return size, md5.hexdigest()
 
 

@@ -42,6 +42,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the names in a folder durable (after a rename into it), where the OS allows it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; nothing more we can do there
+        pass
+    finally:
+        os.close(fd)
+
+
 def file_digest(path: Path, algorithm: str = "md5") -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.new(algorithm)

@@ -78,13 +78,28 @@ class Record:
             raise ManifestError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
         if self.source not in SOURCES:
             raise ManifestError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
-        if os.path.isabs(self.file) or ".." in Path(self.file).parts:
-            raise ManifestError(f"file {self.file!r} must be a relative path inside the manifest's folder")
+        check_file(self.file)
         if (self.label is None) != (self.label_id is None):
             raise ManifestError(f"{self.file}: label and label_id must be both set or both null")
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(Record)}
+
+
+def check_file(file: str) -> None:
+    """The schema's rule for `file`: a relative path that stays inside the manifest's folder."""
+    if not isinstance(file, str) or not file or os.path.isabs(file) or ".." in Path(file).parts:
+        raise ManifestError(f"file {file!r} must be a relative path inside the manifest's folder")
+
+
+def path_inside(root: Path, file: str) -> Path:
+    """`root / file` for a manifest's `file`, refused when it is absolute, climbs out with `..`,
+    or resolves (through a link) outside `root`: a shared export must not read other local files."""
+    check_file(file)
+    path = Path(root) / file
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise ManifestError(f"file {file!r} resolves outside {root} (through a link); refusing to read it")
+    return path
 
 
 def parse_line(line: str) -> Record:
@@ -117,12 +132,14 @@ def read_manifest(path: Path, **kwargs: Any) -> list[Record]:
 
 
 def write_manifest(path: Path, records: Iterable[Record]) -> int:
-    """Write all records atomically (temp file + rename); returns the count."""
+    """Write all records atomically (temp file + fsync + rename); returns the count."""
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(record.to_json() + "\n")
             n += 1
+        fh.flush()
+        os.fsync(fh.fileno())  # one per manifest: the rename below never exposes an empty file after a crash
     return n
 
 

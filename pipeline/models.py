@@ -63,12 +63,15 @@ class BatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        # Sums in float32 whatever the autocast dtype: in bf16, E[x^2] - E[x]^2 cancels to
+        # noise (or below zero) as soon as the mean is large against the spread.
+        dtype, x = x.dtype, x.float()
         c = x.shape[1]
         count = torch.tensor([x.numel() / c], device=x.device, dtype=torch.float32)
         stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
@@ -77,7 +80,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return out
+        return out.to(dtype)
 
 
 def sync_batchnorm(module: nn.Module, on: bool = True) -> nn.Module:

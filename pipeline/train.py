@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import signal
@@ -36,6 +37,10 @@ from pipeline.progress import SILENT, Progress
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 CHECKPOINT_NAME = "checkpoint.pt"
+# Params that --resume may change: how long to run, where to write, how fast to compute.
+# Every other train param shapes the run itself (a changed batch size skips or repeats data).
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
+                               "grid_per_class", "input", "out", "metrics"})
 
 
 class TrainError(PipelineError):
@@ -54,6 +59,7 @@ class TrainingData:
     labels: torch.Tensor          # N int64, on the device (zeros when unlabelled)
     classes: list[str]
     meta: dict[str, Any]
+    digest: str = ""              # sha256 of the images, labels and classes: what --resume compares
 
 
 @dataclass
@@ -86,7 +92,10 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
         raise TrainError(f"train.input: {folder} has no images in the train split")
     images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([r.label_id if r.label_id is not None else 0 for r in records], dtype=torch.long)
-    return TrainingData(images.to(device), labels.to(device), classes, meta)
+    digest = hashlib.sha256(np.ascontiguousarray(array).data)
+    digest.update(labels.numpy().tobytes())
+    digest.update(json.dumps(classes).encode())
+    return TrainingData(images.to(device), labels.to(device), classes, meta, digest.hexdigest())
 
 
 def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
@@ -258,7 +267,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "version": __version__, "model_config": self.cfg.to_dict(), "classes": self.data.classes,
-            "params": to_jsonable(self.params), "data_meta": {k: v for k, v in self.data.meta.items() if k != "params"},
+            "params": to_jsonable(self.params), "data_sha256": self.data.digest, "data_meta": {k: v for k, v in self.data.meta.items() if k != "params"},
             "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
@@ -266,10 +275,16 @@ class Trainer:
             **({"judge": self.judge} if self.judge is not None else {}),
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], force: bool = False) -> None:
         if state["model_config"] != self.cfg.to_dict():
             raise TrainError("train --resume: the checkpoint was made with other model settings; "
                              "start afresh without --resume or restore the old params")
+        changes = resume_changes(state, self.params, self.data)
+        if changes and not force:
+            raise TrainError(f"train --resume: the checkpoint was made with other settings ({'; '.join(changes)}); "
+                             "restore them, start afresh without --resume, or pass --force-resume to continue anyway")
+        if changes:
+            log.warning("resuming although %s", "; ".join(changes))
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         self.g_ema.load_state_dict(state["g_ema"])
@@ -414,6 +429,16 @@ class Trainer:
                 "device": self.device.type, "precision": self.precision, "classes": len(self.data.classes)}
 
 
+def resume_changes(state: dict[str, Any], params: TrainParams, data: TrainingData) -> list[str]:
+    """What differs between a checkpoint's run and this one, beyond RESUMABLE_CHANGES."""
+    before, now = state.get("params") or {}, to_jsonable(params)
+    changes = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now
+               if key not in RESUMABLE_CHANGES and key in before and before[key] != now[key]]
+    if state.get("data_sha256") and state["data_sha256"] != data.digest:
+        changes.append(f"the training data in {params.input} differs from the checkpoint's")
+    return changes
+
+
 def plot_losses(history: list[list[float]], path: Path) -> None:
     """Loss curves (raw and smoothed) as a PNG next to losses.csv."""
     import matplotlib
@@ -439,8 +464,11 @@ def plot_losses(history: list[list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT) -> TrainSummary:
-    """Train (or resume); under torchrun every rank calls this and rank 0 writes the outputs."""
+def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, force: bool = False) -> TrainSummary:
+    """Train (or resume); under torchrun every rank calls this and rank 0 writes the outputs.
+
+    `force` resumes even when train params or the training data differ from the checkpoint's.
+    """
     ctx, device = from_env(resolve_device(params.device))
     try:
         precision = resolve_precision(params.precision, device)
@@ -451,7 +479,7 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT) 
         if resume:
             if not checkpoint.exists():
                 raise TrainError(f"train --resume: no checkpoint at {checkpoint}")
-            trainer.restore(load_checkpoint(checkpoint, map_location=device))
+            trainer.restore(load_checkpoint(checkpoint, map_location=device), force=force)
         summary = trainer.fit(progress if ctx.is_main else SILENT)
         summary.metrics.update(threads=threads, processes=ctx.world)
         if ctx.is_main and trainer.conditional and params.judge_steps and trainer.judge is None:

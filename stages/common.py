@@ -18,6 +18,7 @@ console = Console(stderr=True)
 log = logging.getLogger("augment")
 
 PARAMS_OPTION = typer.Option("--params", "-p", help="Params file to read this stage's section from.", show_default=True)
+DEFAULT_PARAMS = Path("params.yaml")
 
 
 def option(model: type, name: str, *flags: str, **kwargs: Any) -> Any:
@@ -31,7 +32,15 @@ def option(model: type, name: str, *flags: str, **kwargs: Any) -> Any:
 
 
 def load(params_path: Path, section: str, overrides: dict[str, Any]) -> Any:
-    """Load and validate a section, turning a bad value into a one-line error and exit code 2."""
+    """Load and validate a section, turning a bad value into a one-line error and exit code 2.
+
+    A params file named with --params must exist; only the default `params.yaml` may be
+    absent (outside a checkout), and then the built-in defaults are used and said once.
+    """
+    if not Path(params_path).is_file():
+        if Path(params_path) != DEFAULT_PARAMS or Path(params_path).exists():
+            fail(f"--params: {params_path} does not exist or is not a file", code=2)
+        console.print(f"note: {DEFAULT_PARAMS} not found in {Path.cwd()}; using the built-in defaults", highlight=False)
     try:
         return load_section(params_path, section, overrides)
     except ParamsError as err:

@@ -25,6 +25,8 @@ def command(
     delay: Annotated[Optional[float], option(P, "delay")] = None,
     timeout: Annotated[Optional[float], option(P, "timeout")] = None,
     retries: Annotated[Optional[int], option(P, "retries")] = None,
+    deadline: Annotated[Optional[float], option(P, "deadline")] = None,
+    allow_hosts: Annotated[Optional[str], option(P, "allow_hosts")] = None,
     respect_robots: Annotated[Optional[bool], option(P, "respect_robots", "--robots/--no-robots")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),

@@ -25,13 +25,14 @@ def command(
     threads: Annotated[Optional[int], option(P, "threads")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+    force_resume: Annotated[bool, typer.Option("--force-resume", help="Resume even though train params (batch size, loss, learning rates, ...) or the training data changed.")] = False,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
 ) -> None:
     """Train the DCGAN; writes checkpoints, per-epoch sample grids, losses.csv/png and metrics."""
-    overrides = {k: v for k, v in locals().items() if k not in ("params", "resume")}
+    overrides = {k: v for k, v in locals().items() if k not in ("params", "resume", "force_resume")}
     cfg: P = load(params, "train", overrides)
     from pipeline.train import run
 
-    result = execute("train", lambda bar: run(cfg, resume=resume, progress=bar))
+    result = execute("train", lambda bar: run(cfg, resume=resume or force_resume, progress=bar, force=force_resume))
     if not result.finished:
         console.print(f"stopped early at step {result.steps}; continue with `augment train --resume`")

@@ -12,6 +12,11 @@ Per-post faults (`FakePost.fault`):
   wrong-md5  the post's md5 is not the md5 of the bytes served
   html       an HTML page served as image/jpeg
   huge       a valid PNG header whose IHDR says 100000 x 100000
+  redirect-localhost  answers 302 to the same path on http://localhost:<port> (another host name)
+
+`FakePost.host` puts a post's image URLs on another host (e.g. a private address the crawler
+must refuse). `FakeMoebooru.custom` maps a path to a function that writes the whole answer
+(gzip bombs, endless or trickling bodies).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
@@ -48,6 +53,7 @@ class FakePost:
     md5: Optional[str] = None             # forced md5 value (a hostile one, or a duplicate's)
     deleted: bool = False
     image_of: Optional[int] = None        # serve the same bytes as this post (duplicate across pages)
+    host: Optional[str] = None            # scheme://host[:port] its image URLs name instead of the site's
 
 
 def png_with_header_only(width: int, height: int) -> bytes:
@@ -90,6 +96,7 @@ class FakeMoebooru:
         self._lock = threading.Lock()
         self._bytes: dict[int, bytes] = {}
         self._routes: dict[str, tuple[FakePost, str]] = {}
+        self.custom: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
 
     # content
 
@@ -130,6 +137,8 @@ class FakeMoebooru:
         }
 
     def url(self, post: FakePost, path: str) -> str:
+        if post.host is not None:
+            return post.host + path
         host = self.base_url.split("://", 1)[1]
         return {"absolute": self.base_url + path, "protocol": f"//{host}{path}", "relative": path,
                 "elsewhere": self.elsewhere + path}[post.url_style]
@@ -212,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (timeout test); nothing to do
 
     def _route(self, site: FakeMoebooru, path: str, query: dict[str, str]) -> None:
+        if path in site.custom:
+            return site.custom[path](self)
         if site.flavour == "html-site":
             return self._send(200, b"<html><body><h1>Welcome to my blog</h1></body></html>", "text/html")
         if path == "/robots.txt":
@@ -238,6 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = "image/png" if body.startswith(b"\x89PNG") else "image/jpeg"
         if post.fault == "500-once" and hits == 1:
             return self._send(500, b"internal error", "text/plain")
+        if post.fault == "redirect-localhost" and "hop=1" not in self.path:
+            port = site.base_url.rsplit(":", 1)[1]
+            return self._send(302, b"", "text/plain", {"Location": f"http://localhost:{port}{path}?hop=1"})
         if post.fault == "429-once" and hits == 1:
             return self._send(429, b"slow down", "text/plain", {"Retry-After": site.retry_after})
         if post.fault == "slow":

@@ -53,7 +53,8 @@ def test_wrong_type_and_range() -> None:
 
 def test_folder_source_needs_root() -> None:
     with pytest.raises(ParamsError, match="crawl.root is required"):
-        parse_section("crawl", {"source": "folder"})
+        parse_section("crawl", {"source": "folder", "root": None})
+    assert parse_section("crawl", {"source": "folder"}).root == Path("data/import")  # the DVC dep's default
 
 
 def test_overrides_beat_the_file(tmp_path: Path) -> None:

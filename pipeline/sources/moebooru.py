@@ -40,8 +40,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import CrawlParams, to_jsonable
 from pipeline.crawl import CrawlError, CrawlSummary
-from pipeline.http import PART_SUFFIX, Download, HttpClient, HttpError
-from pipeline.io import file_digest, write_json
+from pipeline.http import PART_SUFFIX, Download, HostPolicy, HttpClient, HttpError
+from pipeline.io import file_digest, fsync_dir, write_json
 from pipeline.manifest import MANIFEST_NAME, ManifestAppender, Record, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
 
@@ -55,6 +55,11 @@ URL_FIELDS = tuple(VARIANT_FIELD.values())
 # Where Moebooru keeps each variant: /image/<md5>/..., /jpeg/<md5>/..., /sample/<md5>/..., /data/preview/../<md5>.jpg
 PATH_VARIANT = {"image": "file", "jpeg": "jpeg", "sample": "sample", "preview": "preview"}
 RATING_WORDS = {"safe": "s", "questionable": "q", "explicit": "e"}
+# Hosts a known board serves its images from besides its own (added to crawl.allow_hosts).
+BOARD_IMAGE_HOSTS = {
+    "konachan.net": [], "konachan.com": [],
+    "yande.re": ["files.yande.re", "assets.yande.re"],
+}
 IMAGES = "images"
 FAILURES = "failures.jsonl"
 META = "meta.json"
@@ -263,11 +268,18 @@ def check_download(post: Post, got: Download, max_pixels: int) -> tuple[str, int
 # -- the crawl ----------------------------------------------------------------------------
 
 
+def allowed_hosts(params: CrawlParams) -> list[str]:
+    """crawl.allow_hosts plus the known image hosts of the board (the base URL's host is always allowed)."""
+    board = (urlsplit(params.base_url).hostname or "").lower()
+    return list(dict.fromkeys([*params.allow_hosts, *BOARD_IMAGE_HOSTS.get(board, [])]))
+
+
 def client_for(params: CrawlParams, **overrides: Any) -> HttpClient:
     """The HttpClient a crawl with these params uses; tests override clock/sleep/backoff."""
     settings: dict[str, Any] = dict(
         user_agent=params.user_agent, timeout=params.timeout, retries=params.retries, delay=params.delay,
-        respect_robots=params.respect_robots, pool_size=params.workers + 1,
+        respect_robots=params.respect_robots, pool_size=params.workers + 1, deadline=params.deadline,
+        max_page_bytes=params.max_page_bytes, policy=HostPolicy(params.base_url, allowed_hosts(params)),
     )
     settings.update(overrides)
     return HttpClient(**settings)
@@ -335,11 +347,17 @@ class _Crawl:
     def _check_meta(self) -> None:
         meta_path = self.out / META
         if not meta_path.exists():
+            if (self.out / MANIFEST_NAME).exists():  # every crawl writes meta.json before its first manifest line
+                raise CrawlError(f"{self.out} holds a {MANIFEST_NAME} but no {META}: not a konachan crawl; use another --out")
             return
         try:
             earlier = json.loads(meta_path.read_text())
         except (ValueError, OSError):
             return  # unreadable meta.json: it is rewritten below
+        # Another source's output (an import of Fashion-MNIST or a folder): reconciling would rewrite its manifest.
+        if isinstance(earlier, dict) and earlier.get("source") not in (None, "konachan"):
+            raise CrawlError(f"{self.out} holds the output of source {earlier['source']!r}, not a konachan crawl; "
+                             "use another --out (or remove that folder)")
         # md5 names the post, not the bytes: mixing variants in one folder would mix image sizes.
         if isinstance(earlier, dict) and earlier.get("source") == "konachan" and earlier.get("variant") not in (None, self.params.variant):
             raise CrawlError(f"{self.out} holds a crawl of variant {earlier['variant']!r}, not {self.params.variant!r}; use another --out")
@@ -429,6 +447,14 @@ class _Crawl:
         """Posts due for download, page after page, with every skip counted."""
         for post in self._posts():
             reason = self._skip_reason(post)
+            if reason is None:
+                try:  # the board names the URL: refuse other hosts before any request (robots.txt included)
+                    self.client.check_host(post.url or "")
+                except HttpError as err:
+                    self.scheduled.add(post.md5)
+                    self._fail(post, err.url, err.reason, err.detail)
+                    continue
+                reason = self._robots_reason(post)
             if reason:
                 self.skips[reason] += 1
                 self._tick()
@@ -449,6 +475,9 @@ class _Crawl:
             return "duplicate"
         if not post.url:
             return "no url"
+        return None
+
+    def _robots_reason(self, post: Post) -> Optional[str]:
         try:
             if not self.client.allowed(post.url):
                 return "robots.txt"
@@ -537,8 +566,9 @@ class _Crawl:
             self._fail(post, got.url, err.reason, err.detail)
             return
         name = f"{post.md5}.{ext}"
-        os.replace(got.path, self.images / name)  # file first ...
-        self._record(post, name, width, height)  # ... manifest line second
+        os.replace(got.path, self.images / name)  # file first (its data was fsynced before) ...
+        fsync_dir(self.images)                    # ... and its name, so that a reboot keeps both ...
+        self._record(post, name, width, height)  # ... manifest line second (appended and fsynced)
         self.new += 1
         self.bytes += got.size
         self._tick(1)

@@ -1,0 +1,145 @@
+"""dvc.yaml declares what each stage really depends on: its code (parsed from the imports) and its input folder."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+CODE_ROOTS = ("pipeline", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a module of ours (`pipeline.x` -> pipeline/x.py or pipeline/x/__init__.py), else None."""
+    parts = name.split(".")
+    if parts[0] not in CODE_ROOTS:
+        return None
+    base = REPO.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function (lazy imports run too).
+
+    The one exception: functions of a package's `__init__.py` (`pipeline.load_export`) are
+    conveniences for users of the package; no stage calls them, so their imports are not followed.
+    """
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree) if path.name != "__init__.py" else iter(tree.body)
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pipeline import crawl`
+    expanded = set()
+    for name in names:  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+        parts = name.split(".")
+        expanded.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return expanded
+
+
+def is_trivial(path: Path) -> bool:
+    """An __init__.py holding only a docstring changes nothing a stage computes."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def code_closure(stage_file: Path) -> set[str]:
+    """Repository-relative files of ours that running `stage_file` can execute."""
+    seen: set[Path] = set()
+    todo = [stage_file]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            found = module_file(name)
+            if found is not None and found not in seen:
+                todo.append(found)
+    return {p.relative_to(REPO).as_posix() for p in seen if not is_trivial(p)}
+
+
+def code_deps(stage: dict) -> list[str]:
+    return [d for d in stage.get("deps", []) if d.split("/")[0] in CODE_ROOTS]
+
+
+def covered(files: set[str], deps: list[str]) -> set[str]:
+    return {f for f in files if any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}
+
+
+@pytest.mark.parametrize("stage", ["crawl", "crop", "train", "generate", "export", "evaluate"])
+def test_dvc_deps_are_exactly_the_code_each_stage_imports(stage: str) -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    needed = code_closure(REPO / "stages" / f"{stage}.py")
+    deps = code_deps(stages[stage])
+    missing = sorted(needed - covered(needed, deps))
+    assert not missing, f"dvc.yaml stage {stage!r} misses deps it imports: {missing}"
+    unused = [d for d in deps if not covered(needed, [d])]
+    assert not unused, f"dvc.yaml stage {stage!r} lists code it does not import: {unused}"
+
+
+def test_the_closure_follows_lazy_and_package_imports() -> None:
+    train = code_closure(REPO / "stages" / "train.py")
+    assert {"pipeline/crop.py", "pipeline/distributed.py", "pipeline/__init__.py", "stages/common.py"} <= train
+    assert "pipeline/sources/moebooru.py" in code_closure(REPO / "stages" / "crawl.py")
+
+
+# -- a folder import re-runs when the folder changes ---------------------------------------------------
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def copy_repo(dest: Path) -> Path:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def test_changing_the_imported_folder_reruns_the_crawl(tmp_path: Path) -> None:
+    from PIL import Image
+
+    repo = copy_repo(tmp_path / "repo")
+    assert (repo / "data" / "import").is_dir(), "the default crawl.root must exist so that DVC can hash it"
+    pics = repo / "pics"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        (pics / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(pics / f"c{i % 2}" / f"{i}.png")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["crawl"].update(source="folder", root="pics")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert re.findall(r"Running stage '([^']+)'", dvc(repo, "repro", "crawl")) == ["crawl"]
+    assert re.findall(r"Running stage '([^']+)'", dvc(repo, "repro", "crawl")) == []
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(pics / "c0" / "new.png")
+    assert re.findall(r"Running stage '([^']+)'", dvc(repo, "repro", "crawl")) == ["crawl"]
+    assert len((repo / "data" / "raw" / "manifest.jsonl").read_text().splitlines()) == 5
