@@ -40,7 +40,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # Params that --resume may change: how long to run, where to write, how fast to compute.
 # Every other train param shapes the run itself (a changed batch size skips or repeats data).
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
-                               "grid_per_class", "input", "out", "metrics"})
+                               "grid_per_class", "input", "out", "metrics", "judge_steps", "judge_batch_size"})
 
 
 class TrainError(PipelineError):
