@@ -15,6 +15,8 @@ def command(
     out: Annotated[Optional[Path], option(P, "out")] = None,
     metrics: Annotated[Optional[Path], option(P, "metrics")] = None,
     steps: Annotated[Optional[int], option(P, "steps")] = None,
+    seeds: Annotated[Optional[int], option(P, "seeds")] = None,
+    feature_steps: Annotated[Optional[int], option(P, "feature_steps")] = None,
     fractions: Annotated[Optional[str], option(P, "fractions")] = None,
     compare_rankings: Annotated[Optional[bool], option(P, "compare_rankings", "--compare-rankings/--no-compare-rankings")] = None,
     rules: Annotated[Optional[str], option(P, "rules")] = None,
