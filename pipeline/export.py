@@ -1,6 +1,6 @@
 """The export stage: a labelled dataset another training job loads in a few lines.
 
-Layout (torchvision ImageFolder): `<out>/<label>/<name>.png`, plus `manifest.csv`
+Layout (torchvision ImageFolder): `<out>/<id>_<label>/<name>.png` (sorted folder order = label ids), plus `manifest.csv`
 (file, label, label_id, score, source, seed, rank, model_sha256), `manifest.jsonl` (the
 pipeline's schema), `dataset.json` and a `README.md` dataset card. The folder is built
 under a temporary name and renamed into place, so a reader never sees half an export.
@@ -133,7 +133,7 @@ def _dataset_card(rows: list[Record], classes: list[str], dirs: list[str], meta:
     counts = Counter((r.label or UNLABELLED, r.source) for r in rows)
     return {
         "name": "augment synthetic dataset",
-        "layout": "ImageFolder: <label folder>/<name>.png; labels and ids in manifest.csv",
+        "layout": "ImageFolder: <id>_<label>/<name>.png, folders sort in label-id order; labels and ids in manifest.csv",
         "classes": classes or [UNLABELLED],
         "class_folders": dirs if classes else [UNLABELLED],
         "counts": {f"{label}/{source}": n for (label, source), n in sorted(counts.items())},
@@ -150,8 +150,10 @@ def _dataset_card(rows: list[Record], classes: list[str], dirs: list[str], meta:
 def _readme(card: dict[str, Any]) -> str:
     lines = [
         "# Synthetic dataset made by augment", "",
-        f"{card['total']} images in torchvision ImageFolder layout, one folder per class.",
-        "Synthetic images were drawn from a conditional DCGAN and ranked by its discriminator;",
+        f"{card['total']} images in torchvision ImageFolder layout, one folder per class, named",
+        "`<id>_<label>` so that ImageFolder's class indices (sorted folder names) equal the label ids.",
+        "Synthetic images were drawn from a conditional DCGAN and selected with its discriminator",
+        "and a classifier of the real data (see `dataset.json` for the rule and its settings);",
         "each one's seed is in `manifest.csv` so it can be regenerated exactly.", "",
         f"- model sha256: `{card['model_sha256']}`",
         f"- classes: {', '.join(card['classes'])}",
@@ -160,6 +162,8 @@ def _readme(card: dict[str, Any]) -> str:
         *[f"| {k} | {v} |" for k, v in card["counts"].items()], "",
         "Load it with:", "", "```python", "from pipeline import load_export",
         "ds = load_export('path/to/export')  # (image tensor, label_id) pairs", "```", "",
+        "or, without augment installed:", "", "```python", "from torchvision.datasets import ImageFolder",
+        "ds = ImageFolder('path/to/export')  # ds.class_to_idx maps each folder to its label id", "```", "",
     ]
     return "\n".join(lines)
 
