@@ -422,7 +422,7 @@ class HttpClient:
             if body.size > limit and not truncate:
                 raise HttpError(url, "too large", resp.status_code, f"more than {limit} bytes (crawl.max_page_bytes)")
             body.check_length()
-        return Page(url, resp.status_code, bytes(data[:limit]), dict(resp.headers), body.size > limit)
+        return Page(url, resp.status_code, bytes(data[:limit]), resp.headers, body.size > limit)
 
     def _download_once(self, url: str, folder: Path, max_bytes: int, deadline: float) -> Download:
         # identity encoding: the bytes counted against Content-Length are the bytes of the file.

@@ -9,8 +9,9 @@ Output folder layout and the guarantees a killed-and-resumed crawl keeps:
 - `images/<md5>.<ext>`: `md5` must match `^[0-9a-f]{32}$` and `ext` is whitelisted, so no
   name from the server ever reaches the file system. A download lands in a `.part` file in
   `images/` and is renamed only after it passed every check.
-- `manifest.jsonl`: one line per file, appended (and fsynced) only after its rename, so a
-  line never names a missing or partial file.
+- `manifest.jsonl`: one line per file, appended (and fsynced) only after the file's data was
+  fsynced, it was renamed and `images/` was fsynced, so a line never names a missing or
+  partial file, not even after a power cut.
 - On start, the folder is reconciled: a torn last line is cut, lines whose file is gone or
   whose md5 repeats are dropped, `.part` files are deleted. A file in `images/` with no
   manifest line (a kill between rename and append) is *adopted* when this run meets its
@@ -19,7 +20,10 @@ Output folder layout and the guarantees a killed-and-resumed crawl keeps:
   no tags or rating to describe it. So after a completed run, `images/` and the manifest
   hold exactly the same files.
 - `failures.jsonl`: one line per post that could not be kept (url, reason), appended.
-- `meta.json`: source, site, tags and resolved params; a crawl folder keeps one variant.
+- `meta.json`: source, site, tags and resolved params; a crawl folder keeps one variant, and
+  a folder written by another source (its meta.json says so) is refused, never rewritten.
+- The board names the image URLs: `HostPolicy` (pipeline/http.py) refuses hosts other than
+  the board's and `crawl.allow_hosts`, and private addresses, before anything is sent.
 """
 from __future__ import annotations
 
