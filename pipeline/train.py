@@ -86,7 +86,22 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
         raise TrainError(f"train.input: {folder} has no images in the train split")
     images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([r.label_id if r.label_id is not None else 0 for r in records], dtype=torch.long)
+    meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
     return TrainingData(images.to(device), labels.to(device), classes, meta)
+
+
+def label_weights(class_counts: list[int], sampling: str) -> torch.Tensor | None:
+    """Probabilities to draw G's training labels with, or None for uniform draws.
+
+    `source` follows the training split's class frequencies, so D sees real and generated images
+    with the same label mix (with a uniform mix, a rare class is overrepresented among fakes and
+    D can tell fakes by their label alone). Uniform draws (None) are kept when the classes are
+    equal anyway, so balanced data gives exactly the numbers it gave before this option.
+    """
+    if sampling == "balanced" or len(set(class_counts)) <= 1:
+        return None
+    counts = torch.tensor(class_counts, dtype=torch.float64)
+    return counts / counts.sum()
 
 
 def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
@@ -199,6 +214,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
         self.noise = torch.Generator().manual_seed(params.seed + 1)
+        self.label_weights = label_weights(data.meta.get("class_counts", []), params.label_sampling)
         self.step = 0
         self.history: list[list[float]] = []
         self.out = Path(params.out)
@@ -274,7 +290,11 @@ class Trainer:
         z = self._local(torch.randn(n, self.cfg.z_dim, generator=self.noise)).to(self.device)
         if not self.conditional:
             return z, None
-        return z, self._local(torch.randint(self.cfg.num_classes, (n,), generator=self.noise)).to(self.device)
+        if self.label_weights is None:
+            y = torch.randint(self.cfg.num_classes, (n,), generator=self.noise)
+        else:
+            y = torch.multinomial(self.label_weights, n, replacement=True, generator=self.noise)
+        return z, self._local(y).to(self.device)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params

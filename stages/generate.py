@@ -14,6 +14,7 @@ def command(
     oversample: Annotated[Optional[int], option(P, "oversample")] = None,
     rank: Annotated[Optional[str], option(P, "rank")] = None,
     per_class: Annotated[Optional[bool], option(P, "per_class", "--per-class/--overall")] = None,
+    class_distribution: Annotated[Optional[str], option(P, "class_distribution")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     checkpoint: Annotated[Optional[Path], option(P, "checkpoint")] = None,
