@@ -90,7 +90,7 @@ class CropParams(_Section):
     min_source_side: int = Field(0, ge=0, description="Skip source images whose shorter side is smaller.")
     reject_monochrome: bool = Field(False, description="Drop crops with almost no colour (sketches, greyscale art).")
     dedup_hamming: int = Field(6, ge=-1, le=64, description="Across images: faces are reposts only if their images' perceptual hashes are within this many bits (-1 = no dedup).")
-    dedup_max_diff: float = Field(16.0, ge=0, le=255, description="Across images: ...and their face regions, aligned, differ by at most this much (95th percentile of the per-pixel colour difference, 0-255).")
+    dedup_max_diff: float = Field(13.0, ge=0, le=255, description="Across images: ...and their face regions, aligned, differ by at most this much (95th percentile of the per-pixel colour difference, 0-255).")
     dup_iou: float = Field(0.4, gt=0, le=1, description="Two faces in one image are one face detected twice when their boxes overlap by more than this IoU.")
     background: str = Field("white", description="Colour transparent pixels are composited onto before detection: a name (white, grey, black, ...) or #rrggbb.")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="Share of each class put in the test split, by a hash of the source image's md5 (0: keep the source's own split).")
