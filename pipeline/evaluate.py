@@ -40,6 +40,7 @@ from pipeline.errors import PipelineError
 from pipeline.fidelity import frechet_distance, precision_recall
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.progress import SILENT, Progress
+from pipeline.reliability import reliability_report
 
 log = logging.getLogger(__name__)
 COLUMNS = ("real_reference", "export", "unranked", "topk", "drs", "mh")
@@ -113,6 +114,8 @@ class EvaluateSummary:
             rows["best rule"] = m["winner"]
         if m.get("inception"):
             rows["Inception FID / KID"] = m["inception"]
+        for i, note in enumerate(m.get("notes", []), 1):
+            rows[f"note {i}"] = note
         rows["seconds"] = round(self.seconds, 1)
         return rows
 
@@ -273,6 +276,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics["cas"] = round(results["export"].accuracy, 4)
     metrics["real_accuracy"] = round(results["real_reference"].accuracy, 4)
     metrics["cas_gap"] = round(metrics["real_accuracy"] - metrics["cas"], 4)
+    metrics.update(reliability_report(test.labels, classes, results["export"].accuracy,
+                                   results["export"].per_class_accuracy))
     metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
 
     metrics["gain"] = {}
