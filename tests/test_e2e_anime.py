@@ -2,7 +2,6 @@
 loopback Moebooru server serving drawn faces with hair-colour tags, at tiny sizes."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -12,12 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from face_art import anime_face
-from moebooru_server import FakeMoebooru, FakePost, MoebooruServer
+from face_board import FaceBoard, face_posts
+from moebooru_server import MoebooruServer
 from pipeline.manifest import read_manifest
 from tests.conftest import REPO
 
@@ -26,43 +24,6 @@ pytestmark = pytest.mark.slow
 # Classes of unequal size, and a few posts without a hair tag (dropped: tag_policy drop).
 HAIRS = {"blonde": 60, "blue": 45, "pink": 30, "black": 20}
 UNTAGGED = 8
-
-
-class FaceBoard(FakeMoebooru):
-    """The fake board, serving a drawn anime head of the post's hair colour for every post."""
-
-    def file_bytes(self, post: FakePost) -> bytes:
-        if post.id not in self._bytes:
-            hair = next((t[:-5] for t in post.tags if t.endswith("_hair")), "brown")
-            buf = io.BytesIO()
-            anime_face(post.id, 256, hair)[0].save(buf, "PNG")
-            self._bytes[post.id] = buf.getvalue()
-        return self._bytes[post.id]
-
-    def variant_bytes(self, post: FakePost, variant: str) -> bytes:
-        if variant == "file":
-            return self.file_bytes(post)
-        key = -post.id * 10 - len(variant)
-        if key not in self._bytes:
-            img = Image.open(io.BytesIO(self.file_bytes(post))).convert("RGB")
-            if variant == "preview":
-                img = img.resize((128, 128), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=90)
-            self._bytes[key] = buf.getvalue()
-        return self._bytes[key]
-
-
-def posts() -> list[FakePost]:
-    out, pid = [], 1
-    for hair, n in HAIRS.items():
-        for _ in range(n):
-            out.append(FakePost(id=pid, tags=["1girl", "solo", f"{hair}_hair"], size=(256, 256)))
-            pid += 1
-    for _ in range(UNTAGGED):
-        out.append(FakePost(id=pid, tags=["1girl", "solo"], size=(256, 256)))
-        pid += 1
-    return out
 
 
 def run(repo: Path, *args: str) -> str:
@@ -114,7 +75,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_anime_recipe_runs_every_stage_under_dvc_exp_run(repo: Path) -> None:
     dvc = str(Path(sys.executable).parent / "dvc")
-    with MoebooruServer(FaceBoard(posts())) as server:
+    with MoebooruServer(FaceBoard(face_posts(HAIRS, UNTAGGED))) as server:
         out = run(repo, dvc, "exp", "run", *recipe(server.base_url))
         assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate"], out[-3000:]
 
