@@ -88,11 +88,15 @@ class CropParams(_Section):
     pad_mode: Literal["reflect", "edge"] = Field("edge", description="Padding where the margin leaves the image.")
     min_likelihood: float = Field(0.5, ge=0, le=1, description="Drop detections below this likelihood.")
     min_face: int = Field(64, ge=1, description="Drop faces smaller than this (pixels in the source image).")
-    max_faces_per_image: int = Field(4, ge=1, description="Consider at most this many faces per image.")
-    keep: Literal["best", "all"] = Field("best", description="Keep only the most likely face of an image, or all.")
+    max_faces_per_image: int = Field(4, ge=1, description="With keep: all, keep at most this many faces per image (the most likely, then the largest), after the other filters.")
+    keep: Literal["best", "all"] = Field("best", description="Keep only the most likely face of an image (ties: the largest), or all.")
     min_source_side: int = Field(0, ge=0, description="Skip source images whose shorter side is smaller.")
     reject_monochrome: bool = Field(False, description="Drop crops with almost no colour (sketches, greyscale art).")
-    dedup_hamming: int = Field(6, ge=-1, le=64, description="Drop faces whose perceptual hash is within this distance of a kept one (-1 = off).")
+    dedup_hamming: int = Field(6, ge=-1, le=64, description="Across images: faces are reposts only if their images' perceptual hashes are within this many bits (-1 = no dedup).")
+    dedup_max_diff: float = Field(13.0, ge=0, le=255, description="Across images: ...and their face regions, aligned, differ by at most this much (95th percentile of the per-pixel colour difference, 0-255).")
+    dup_iou: float = Field(0.4, gt=0, le=1, description="Two faces in one image are one face detected twice when their boxes overlap by more than this IoU.")
+    background: str = Field("white", description="Colour transparent pixels are composited onto before detection: a name (white, grey, black, ...) or #rrggbb.")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="Share of each class put in the test split, by a hash of the source image's md5 (0: keep the source's own split).")
     label_from: Literal["tags", "hair_color", "none", "source"] = Field("source", description="Where labels come from: the source's own labels, tags, hair colour or none.")
     tag_labels: dict[str, str] = Field(
         default_factory=lambda: {
@@ -112,6 +116,23 @@ class CropParams(_Section):
         description="Named RGB colours for label_from=hair_color.")
     min_class_count: int = Field(0, ge=0, description="Classes with fewer images than this are handled by small_classes.")
     small_classes: Literal["drop", "merge"] = Field("drop", description="Drop small classes, or merge them into other_label.")
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        from PIL import ImageColor
+
+        try:
+            ImageColor.getrgb(value)
+        except ValueError:
+            raise ValueError("is not a colour (a name such as white or grey, or #rrggbb)") from None
+        return value
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        from PIL import ImageColor
+
+        return ImageColor.getrgb(self.background)[:3]  # type: ignore[return-value]
 
     @field_validator("size")
     @classmethod
@@ -154,6 +175,7 @@ class TrainParams(_Section):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the generator EMA used for sampling.")
     ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
+    label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
@@ -170,7 +192,8 @@ class GenerateParams(_Section):
     count: int = Field(10_000, ge=1, description="Images to keep.")
     ranked: bool = Field(True, description="Rank candidates with the discriminator and keep the best.")
     oversample: int = Field(10, ge=1, description="Candidates drawn per kept image when ranked.")
-    per_class: bool = Field(True, description="Rank within each class (balanced) rather than overall.")
+    per_class: bool = Field(True, description="Rank within each class, to per-class quotas (class_distribution), rather than overall.")
+    class_distribution: Literal["balanced", "source"] = Field("balanced", description="Per-class quotas: equal (balanced), or following the training split's class frequencies (source).")
     batch_size: int = Field(500, ge=1, description="Candidates per forward pass.")
     seed: int = Field(0, ge=0, description="First candidate seed; candidate i uses seed+i.")
     scores_only: bool = Field(False, description="Write the manifest of kept seeds and scores, but no images.")

@@ -78,6 +78,22 @@ def fit_image(img: "Image.Image", size: int, fit: str) -> "Image.Image":
     return canvas
 
 
+def flatten(img: "Image.Image", background: tuple[int, int, int]) -> "Image.Image":
+    """The image with any transparency composited onto `background` (then RGB); others unchanged.
+
+    RGBA, LA, PA and palette or RGB/L images with a transparent colour (PNG tRNS) all count. A
+    plain convert("RGB") would drop alpha and show whatever colour the file stores under
+    alpha 0 (black, often, or the colours of a hidden layer).
+    """
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img
+
+
 def _to_array(img: "Image.Image") -> np.ndarray:
     grey = img.mode in GREY_MODES
     arr = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
@@ -117,7 +133,10 @@ def _load_inputs(records: list[Record], folder: Path, params: CropParams, summar
         try:
             with Image.open(folder / r.file) as img:
                 img.load()
-                arr = _to_array(fit_image(img, params.size, params.fit))
+                flat = flatten(img, params.background_rgb)
+                if flat is not img and img.mode in GREY_MODES:
+                    flat = flat.convert("L")
+                arr = _to_array(fit_image(flat, params.size, params.fit))
         except Exception as err:  # any decoder error means an unusable file, not a failed batch
             summary.failed += 1
             summary.reasons[f"unreadable ({type(err).__name__})"] += 1
@@ -190,6 +209,11 @@ def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record
     if not keep:
         raise CropError(f"no images left to write to {out} ({dict(summary.reasons)})")
     ids = {name: i for i, name in enumerate(classes)}
+    if params.test_fraction > 0:
+        kept_records = [records[i] for i in keep]
+        for r, split in zip(kept_records, hash_split([_source_key(r) for r in kept_records],
+                                                    [settled[i] for i in keep], params.test_fraction)):
+            r.split = split
     images = _unify_channels([arrays[i] for i in keep], params.channels)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("shard-*.npy"):
@@ -209,6 +233,40 @@ def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record
     write_json(out / "meta.json", meta)
     save_png(out / "preview.png", preview_grid(images, final, classes))
     write_json(Path(params.metrics), summary.metrics())
+
+
+def _source_key(r: Record) -> str:
+    """What identifies a record's source image: its md5, else its place in the input."""
+    return r.md5 or f"{r.extra.get('input_file')}#{r.extra.get('input_index', '')}"
+
+
+def hash_split(sources: list[str], labels: list[Optional[str]], fraction: float) -> list[str]:
+    """'train'/'test' per item: `fraction` of each class's source images go to test, chosen by hash.
+
+    Items are grouped by source image (every face of one picture lands on the same side; a
+    picture's reposts were merged by the dedup before this). Within each class (a picture
+    counts for its most common label) the pictures are ordered by the SHA-256 of their key and
+    the first round(fraction x count) become test, at least one of a class with 2+ pictures. So
+    the split is stratified, deterministic and independent of the input order and seed.
+    """
+    import hashlib
+
+    by_source: dict[str, list[int]] = {}
+    for i, key in enumerate(sources):
+        by_source.setdefault(key, []).append(i)
+    by_class: dict[Optional[str], list[str]] = {}
+    for key, items in by_source.items():
+        votes = Counter(labels[i] for i in items)
+        label = max(votes, key=lambda name: (votes[name], name is not None, str(name)))
+        by_class.setdefault(label, []).append(key)
+    test: set[str] = set()
+    for keys in by_class.values():
+        keys.sort(key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+        n = round(fraction * len(keys))
+        if len(keys) >= 2:
+            n = min(max(n, 1), len(keys) - 1)
+        test.update(keys[:n])
+    return ["test" if key in test else "train" for key in sources]
 
 
 def read_split(folder: Path, split: str) -> tuple[np.ndarray, list[Record], list[str]]:

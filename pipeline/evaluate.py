@@ -40,6 +40,7 @@ from pipeline.errors import PipelineError
 from pipeline.fidelity import frechet_distance, precision_recall
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.progress import SILENT, Progress
+from pipeline.reliability import reliability_report
 
 log = logging.getLogger(__name__)
 COLUMNS = ("real_reference", "export", "unranked", "filter", "topk", "drs", "mh")
@@ -120,6 +121,8 @@ class EvaluateSummary:
             rows["best rule"] = m["winner"]
         if m.get("inception"):
             rows["Inception FID / KID"] = m["inception"]
+        for i, note in enumerate(m.get("notes", []), 1):
+            rows[f"note {i}"] = note
         rows["seconds"] = round(self.seconds, 1)
         return rows
 
@@ -311,6 +314,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics.update(_mean_std("real_accuracy", [j.accuracy for j in results["real_reference"]]))
     metrics["cas_gap"] = round(metrics["real_accuracy"] - metrics["cas"], 4)
     metrics["cas_ratio"] = round(metrics["cas"] / metrics["real_accuracy"], 4) if metrics["real_accuracy"] else None
+    metrics.update(reliability_report(test.labels, classes, metrics["cas"], _average(results["export"]).per_class_accuracy))
     metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
                               **{k: v for key in ("real", "augmented", "gain") for k, v in _mean_std(key, g[key]).items()}}

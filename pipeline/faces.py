@@ -1,14 +1,16 @@
 """`crop.mode: faces`: detect anime faces with AnimeFace, crop squares around them, label and dedup.
 
 Per source image (in a process pool, since detection takes ~0.1-0.3 s for 512 px):
-decode -> detect (animeface) -> measure the hair colour -> perceptual hash of the image ->
-square crop with `margin`, padded where it leaves the image -> LANCZOS resize to `size`.
-Then, in the main process, the cheap per-face filters (likelihood, size, best/all,
-monochrome), labels (tags, hair colour or none), near-duplicate removal, and
-`pipeline.crop.write_crop_outputs` for the usual shards/manifest/meta/preview/metrics.
+decode -> composite transparency onto `background` -> detect (animeface) -> measure the hair
+colour -> perceptual hash of the image -> square crop of every face with `margin`, padded where
+it leaves the image -> LANCZOS resize to `size`. Then, in the main process, the cheap per-face
+filters (likelihood, size, one face detected twice, best/all + max_faces_per_image,
+monochrome), labels (tags, hair colour or none), near-duplicate removal across images, and
+`pipeline.crop.write_crop_outputs` for the usual shards/manifest/meta/preview/metrics/split.
 
-Re-runs are cheap: detections are cached per source md5 and crops per source md5 and crop
-params under `crop.cache`, outside `crop.out` because DVC deletes a stage's outs before it
+Re-runs are cheap: detections are cached per file digest (SHA-256 of the bytes, not the post's
+md5, which is the same for every crawl variant) and detector settings, crops also per crop
+params, under `crop.cache`, outside `crop.out` because DVC deletes a stage's outs before it
 runs. Cache files are JSON and `.npz` loaded with allow_pickle=False, written atomically.
 """
 from __future__ import annotations
@@ -22,12 +24,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from pipeline.config import CropParams
-from pipeline.crop import CropError, CropSummary, write_crop_outputs
+from pipeline.crop import CropError, CropSummary, flatten, write_crop_outputs
 from pipeline.io import atomic_path, file_digest
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
@@ -41,13 +43,16 @@ log = logging.getLogger(__name__)
 # Bump when detection or hair measurement changes, so old cache entries are not reused.
 DETECTOR_VERSION = "animeface-2.0.3/hair-v1"
 # Bump when cropping, resizing or the cache layout changes.
-CROP_VERSION = 1
+CROP_VERSION = 2
 # Mean chroma (max-min of RGB, 0..1) below which a crop counts as monochrome: greyscale art is
 # ~0, pencil sketches on tinted paper stay under ~0.03, flat-coloured anime skin alone is ~0.1.
 MONO_CHROMA = 0.04
-# Two faces are the same face of the same art when their source images' hashes are within
-# `dedup_hamming` and their centres lie within this fraction of the image size of each other.
-DUP_SHIFT = 0.05
+# Side of the aligned face regions compared across images (see `region_difference`).
+REGION_SIDE = 24
+# Across images, two faces are at the same place of the picture when the smaller crop square
+# (in fractions of the image) lies at least this much inside the larger one. Not IoU: in a
+# resized copy AnimeFace may box the same face at another scale (67 vs 127 px measured).
+REPOST_OVERLAP = 0.5
 # Starting a spawn worker costs ~0.5-1 s (numpy, Pillow, scipy for imagehash), about what
 # detecting 4 images costs; below this many uncached images per worker one process is faster.
 MIN_IMAGES_PER_WORKER = 4
@@ -215,40 +220,93 @@ def chroma(crop: np.ndarray) -> float:
 def image_hash(img: "Image.Image") -> int:
     """64-bit DCT perceptual hash (imagehash.phash) of a whole source image.
 
-    Reposts of the same art (resized, recompressed) hash within ~2 bits of each other. The
-    source image is hashed rather than the face crop, because AnimeFace's box snaps to its
-    scan-window sizes: the same face in a resized copy gets a box up to ~20% larger or smaller,
-    and the crops then differ by 10-35 bits (measured), as much as distinct faces do.
+    Reposts of the same art (resized, recompressed) hash within ~2 bits of each other, but so do
+    different drawings of a similar layout (the hash sees only the coarse grey-level structure),
+    so a close hash is only the first test of `near_duplicates`.
     """
     import imagehash
 
     return int(str(imagehash.phash(img)), 16)
 
 
-def near_duplicates(hashes: Sequence[int], centres: Sequence[Sequence[float]], order: Sequence[int],
-                    max_distance: int, max_shift: float = DUP_SHIFT) -> set[int]:
+def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    inter = _intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    """The share of the smaller of two (x, y, w, h) boxes that lies inside the other."""
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return _intersection(a, b) / smaller if smaller > 0 else 0.0
+
+
+def relative_square(face: dict[str, Any], width: int, height: int) -> tuple[float, float, float, float]:
+    """A face's crop square as fractions of its source image: the same for a resized repost."""
+    x0, y0, side, _ = face["crop_box"]
+    return (x0 / width, y0 / height, side / width, side / height)
+
+
+def region_difference(crop_a: np.ndarray, rect_a: Sequence[float], crop_b: np.ndarray, rect_b: Sequence[float]) -> float:
+    """How different two face crops are over the part of the picture both show: the 95th
+    percentile over pixels of the largest RGB channel difference (0-255).
+
+    `rect_*` are the crops' squares in fractions of their source images. A repost is the same
+    picture resized, so the same fractions hold the same pixels: both crops are resampled at the
+    intersection of their squares and compared pixel by pixel, in colour. This aligns the two
+    exactly although AnimeFace's box in a resized copy is up to ~20% larger or smaller and
+    shifted (so the crops themselves differ). A high percentile rather than the mean, because
+    two characters drawn alike differ in a small area (the eyes, strand tips) that a mean over
+    the shared hair, skin and background dilutes: on drawn faces, reposts (1.3x JPEG q85, 0.8x
+    q70) measured 4-11 and distinct characters of the same hair colour 34-101 (mean: 1-2.5 vs 6-19).
+    """
+    from PIL import Image
+
+    x0, y0 = max(rect_a[0], rect_b[0]), max(rect_a[1], rect_b[1])
+    x1 = min(rect_a[0] + rect_a[2], rect_b[0] + rect_b[2])
+    y1 = min(rect_a[1] + rect_a[3], rect_b[1] + rect_b[3])
+    if x1 <= x0 or y1 <= y0:
+        return 255.0
+    regions = []
+    for crop, rect in ((crop_a, rect_a), (crop_b, rect_b)):
+        n = crop.shape[0]
+        box = ((x0 - rect[0]) / rect[2] * n, (y0 - rect[1]) / rect[3] * n,
+               (x1 - rect[0]) / rect[2] * n, (y1 - rect[1]) / rect[3] * n)
+        img = Image.fromarray(crop).resize((REGION_SIDE, REGION_SIDE), Image.Resampling.BILINEAR, box=box)
+        regions.append(np.asarray(img, dtype=np.float32))
+    return float(np.percentile(np.abs(regions[0] - regions[1]).max(axis=2), 95))
+
+
+def near_duplicates(hashes: Sequence[int], order: Sequence[int], max_distance: int,
+                    same: Callable[[int, int], bool] = lambda i, j: True) -> set[int]:
     """Faces that repeat an earlier kept one, visiting in `order`.
 
-    A repeat has a source-image hash within `max_distance` bits and a centre (fractions of the
-    image size) within `max_shift` of a kept face: the same face of the same picture, whether
-    reposted or detected twice in one image. `max_distance` < 0 turns this off.
+    A repeat has a source-image hash within `max_distance` bits of a kept face's and passes
+    `same(kept, candidate)` (crop_faces: same place in the picture, same-looking face region).
+    The hash test is vectorised over all kept faces; `same` runs only on the few that pass it.
+    `max_distance` < 0 turns this off.
     """
     if max_distance < 0 or not hashes:
         return set()
     as_bytes = np.array(hashes, dtype=np.uint64).view(np.uint8).reshape(-1, 8)
-    where = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     kept_hash = np.empty_like(as_bytes)
-    kept_where = np.empty_like(where)
+    kept_index = np.empty(len(hashes), np.int64)
     n = 0
     dropped: set[int] = set()
     for i in order:
         if n:
             bits = np.unpackbits(kept_hash[:n] ^ as_bytes[i], axis=1).sum(axis=1)
-            shift = np.abs(kept_where[:n] - where[i]).max(axis=1)
-            if np.any((bits <= max_distance) & (shift <= max_shift)):
+            if any(same(int(j), i) for j in kept_index[:n][bits <= max_distance]):
                 dropped.add(i)
                 continue
-        kept_hash[n], kept_where[n] = as_bytes[i], where[i]
+        kept_hash[n], kept_index[n] = as_bytes[i], i
         n += 1
     return dropped
 
@@ -258,43 +316,53 @@ def near_duplicates(hashes: Sequence[int], centres: Sequence[Sequence[float]], o
 @dataclass(frozen=True)
 class _Task:
     path: str
-    md5: Optional[str]
+    digest: str                      # SHA-256 of the file's bytes: the cache key, whatever the post says
     cache: str
+    detect_key: str
     crop_key: str
+    background: tuple[int, int, int]
     margin: float
     pad_mode: str
     size: int
-    max_faces: int
     min_source_side: int
 
 
 @dataclass
 class _Result:
     status: str                                    # "ok", "small source" or "unreadable (Error)"
-    md5: str = ""
+    digest: str = ""
     width: int = 0
     height: int = 0
     found: int = 0                                 # faces the detector returned
     image_hash: str = ""                           # perceptual hash of the whole source, hex
-    faces: list[dict[str, Any]] = field(default_factory=list)   # detection + crop_box + centre + chroma
+    faces: list[dict[str, Any]] = field(default_factory=list)   # detection + crop_box + chroma, most likely first
     crops: Optional[np.ndarray] = None             # len(faces) x size x size x 3
     cached: str = ""                               # "crops", "detections" or "" (computed now)
 
 
+def _key(values: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def detect_key(params: CropParams) -> str:
+    """Hash of everything that changes the detections of a given file: the detector and the
+    background transparent pixels are composited onto."""
+    return _key({"detector": DETECTOR_VERSION, "background": list(params.background_rgb)})
+
+
 def crop_key(params: CropParams) -> str:
-    """Hash of everything that changes a crop; detections do not depend on params at all."""
-    relevant = {"v": CROP_VERSION, "detector": DETECTOR_VERSION, "margin": params.margin,
-                "pad_mode": params.pad_mode, "size": params.size, "max_faces": params.max_faces_per_image}
-    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of everything that changes a crop of a given file (every face is cropped; the filters,
+    `keep` and `max_faces_per_image` act later, in the main process, and cost nothing to change)."""
+    return _key({"v": CROP_VERSION, "detect": detect_key(params), "margin": params.margin,
+                 "pad_mode": params.pad_mode, "size": params.size})
 
 
-def _detections_path(cache: str, md5: str) -> Path:
-    return Path(cache) / "detections" / md5[:2] / f"{md5}.json"
+def _detections_path(cache: str, key: str, digest: str) -> Path:
+    return Path(cache) / "detections" / key / digest[:2] / f"{digest}.json"
 
 
-def _crops_path(cache: str, key: str, md5: str) -> Path:
-    return Path(cache) / "crops" / key / md5[:2] / f"{md5}.npz"
-
+def _crops_path(cache: str, key: str, digest: str) -> Path:
+    return Path(cache) / "crops" / key / digest[:2] / f"{digest}.npz"
 
 
 def _read_crops(path: Path) -> Optional[_Result]:
@@ -302,14 +370,14 @@ def _read_crops(path: Path) -> Optional[_Result]:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             crops = data["crops"]
+        return _Result("ok", meta["digest"], meta["width"], meta["height"], meta["found"], meta["image_hash"],
+                       meta["faces"], crops, "crops")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # missing or damaged: recompute
         return None
-    return _Result("ok", meta["md5"], meta["width"], meta["height"], meta["found"], meta["image_hash"], meta["faces"],
-                   crops, "crops")
 
 
 def _write_crops(path: Path, result: _Result) -> None:
-    meta = {"md5": result.md5, "width": result.width, "height": result.height, "found": result.found,
+    meta = {"digest": result.digest, "width": result.width, "height": result.height, "found": result.found,
             "image_hash": result.image_hash, "faces": result.faces}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, crops=result.crops, meta=np.array(json.dumps(meta)))
@@ -331,23 +399,22 @@ def _write_detections(path: Path, found: int, hash_hex: str, faces: list[Detecti
         tmp.write_text(json.dumps(data))
 
 
-def _load_rgb(path: str) -> np.ndarray:
-    """Decode fully (so truncated files fail here), honour EXIF rotation, return H x W x 3 uint8."""
+def _load_rgb(path: str, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Decode fully (so truncated files fail here), honour EXIF rotation, flatten transparency,
+    return H x W x 3 uint8."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
         img.load()
         img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.asarray(flatten(img, background).convert("RGB"), dtype=np.uint8)
 
 
 def cached_result(task: _Task) -> Optional[_Result]:
-    """The finished result of an image cropped before with the same crop params, if any."""
-    if not task.md5:
-        return None
-    cached = _read_crops(_crops_path(task.cache, task.crop_key, task.md5))
+    """The finished result of these very bytes cropped before with the same settings, if any."""
+    cached = _read_crops(_crops_path(task.cache, task.crop_key, task.digest))
     if cached is not None and min(cached.width, cached.height) < task.min_source_side:
-        return _Result("small source", cached.md5, cached.width, cached.height)
+        return _Result("small source", cached.digest, cached.width, cached.height)
     return cached
 
 
@@ -355,40 +422,36 @@ def process_image(task: _Task) -> _Result:
     """Detect and crop the faces of one source image, using and filling the cache."""
     from PIL import Image
 
-    try:
-        md5 = task.md5 or file_digest(task.path)
-    except OSError as err:
-        return _Result(f"unreadable ({type(err).__name__})")
-    cached = cached_result(replace(task, md5=md5))
+    cached = cached_result(task)
     if cached is not None:
         return cached
+    digest = task.digest
     try:
-        rgb = _load_rgb(task.path)
+        rgb = _load_rgb(task.path, task.background)
     except Exception as err:  # any decoder error (truncated, not an image, bomb) means skip this file
         log.debug("skip %s: %s", task.path, err)
-        return _Result(f"unreadable ({type(err).__name__})", md5)
+        return _Result(f"unreadable ({type(err).__name__})", digest)
     height, width = rgb.shape[:2]
     if min(width, height) < task.min_source_side:
-        return _Result("small source", md5, width, height)
-    detections = _read_detections(_detections_path(task.cache, md5))
+        return _Result("small source", digest, width, height)
+    detections_path = _detections_path(task.cache, task.detect_key, digest)
+    detections = _read_detections(detections_path)
     source = "detections"
     if detections is None:
         img = Image.fromarray(rgb)
         faces = detect(img)
         detections = (len(faces), f"{image_hash(img):016x}", faces)
-        _write_detections(_detections_path(task.cache, md5), *detections)
+        _write_detections(detections_path, *detections)
         source = ""
     found, hash_hex, faces = detections
-    result = _Result("ok", md5, width, height, found, hash_hex, cached=source)
+    result = _Result("ok", digest, width, height, found, hash_hex, cached=source)
     crops = []
-    for det in faces[:task.max_faces]:
-        x, y, w, h = det.box
+    for det in faces:
         crop, square = crop_face(rgb, det.box, task.margin, task.pad_mode, task.size)
         crops.append(crop)
-        result.faces.append({**det.to_json(), "crop_box": square, "chroma": round(chroma(crop), 5),
-                             "centre": [round((x + w / 2) / width, 5), round((y + h / 2) / height, 5)]})
+        result.faces.append({**det.to_json(), "crop_box": square, "chroma": round(chroma(crop), 5)})
     result.crops = np.stack(crops) if crops else np.zeros((0, task.size, task.size, 3), np.uint8)
-    _write_crops(_crops_path(task.cache, task.crop_key, md5), result)
+    _write_crops(_crops_path(task.cache, task.crop_key, digest), result)
     return result
 
 
@@ -416,6 +479,7 @@ class _Candidate:
     label: Optional[str]
     face_index: int
     image_hash: int
+    rect: tuple[float, float, float, float]    # the crop square in fractions of the source image
 
 
 def _label(record: Record, face: dict[str, Any], params: CropParams) -> Optional[str]:
@@ -428,8 +492,18 @@ def _label(record: Record, face: dict[str, Any], params: CropParams) -> Optional
     return None
 
 
+def _area(face: dict[str, Any]) -> int:
+    return int(face["box"][2]) * int(face["box"][3])
+
+
 def _select(record: Record, result: _Result, params: CropParams, summary: CropSummary) -> list[_Candidate]:
-    """The faces of one image that pass the per-face filters, counting why the others did not."""
+    """The faces of one image that pass the per-face filters, counting why the others did not.
+
+    Order of the rules: likelihood and size filters; then, most likely first and on equal
+    likelihood the larger face first, a face whose box overlaps an already chosen one by more
+    than `dup_iou` is the same face detected twice; then `keep: best` takes the first face and
+    `keep: all` the first `max_faces_per_image`.
+    """
     passed = []
     for i, face in enumerate(result.faces):
         if face["likelihood"] < params.min_likelihood:
@@ -438,11 +512,19 @@ def _select(record: Record, result: _Result, params: CropParams, summary: CropSu
             summary.reasons["face too small"] += 1
         else:
             passed.append(i)
-    if params.keep == "best" and len(passed) > 1:
-        summary.reasons["not the best face"] += len(passed) - 1
-        passed = passed[:1]            # faces are sorted by likelihood
-    selected = []
+    passed.sort(key=lambda i: (-result.faces[i]["likelihood"], -_area(result.faces[i]), i))
+    distinct: list[int] = []
     for i in passed:
+        if any(iou(result.faces[i]["box"], result.faces[j]["box"]) > params.dup_iou for j in distinct):
+            summary.reasons["detected twice"] += 1
+        else:
+            distinct.append(i)
+    limit = 1 if params.keep == "best" else params.max_faces_per_image
+    if len(distinct) > limit:
+        summary.reasons["not the best face" if params.keep == "best" else "over max_faces_per_image"] += len(distinct) - limit
+        distinct = distinct[:limit]
+    selected = []
+    for i in distinct:
         face = result.faces[i]
         if params.reject_monochrome and face["chroma"] < MONO_CHROMA:
             summary.reasons["monochrome"] += 1
@@ -451,18 +533,29 @@ def _select(record: Record, result: _Result, params: CropParams, summary: CropSu
         if label is None and params.label_from in ("tags", "hair_color"):
             summary.reasons["no label"] += 1
             continue
-        selected.append(_Candidate(record, face, result.crops[i], label, i, int(result.image_hash, 16)))
+        selected.append(_Candidate(record, face, result.crops[i], label, i, int(result.image_hash, 16),
+                                   relative_square(face, result.width, result.height)))
     return selected
 
 
-def _tasks(records: list[Record], folder: Path, params: CropParams) -> list[_Task]:
+def _tasks(records: list[Record], folder: Path, params: CropParams) -> list[_Task | _Result]:
+    """One task per record, or the result already known (an unreadable file)."""
     shard_inputs = [r.file for r in records if r.index is not None]
     if shard_inputs:
         raise CropError(f"crop.mode: faces needs image files, but {folder} holds array shards "
                         f"({shard_inputs[0]}); use mode 'resize' for it")
-    key = crop_key(params)
-    return [_Task(str(folder / r.file), r.md5, str(params.cache), key, params.margin, params.pad_mode, params.size,
-                  params.max_faces_per_image, params.min_source_side) for r in records]
+    dkey, ckey = detect_key(params), crop_key(params)
+    tasks: list[_Task | _Result] = []
+    for r in records:
+        path = folder / r.file
+        try:
+            digest = file_digest(path, "sha256")
+        except OSError as err:
+            tasks.append(_Result(f"unreadable ({type(err).__name__})"))
+            continue
+        tasks.append(_Task(str(path), digest, str(params.cache), dkey, ckey, params.background_rgb, params.margin,
+                           params.pad_mode, params.size, params.min_source_side))
+    return tasks
 
 
 def _record_for(c: _Candidate, params: CropParams) -> Record:
@@ -472,6 +565,28 @@ def _record_for(c: _Candidate, params: CropParams) -> Record:
         extra["hair_rgb"] = face["hair"]
     return Record(file="", label=c.label, split=r.split, md5=r.md5, id=r.id, tags=r.tags, rating=r.rating,
                   source_url=r.source_url, box=list(face["box"]), likelihood=round(face["likelihood"], 4), extra=extra)
+
+
+def remove_reposts(candidates: list[_Candidate], params: CropParams) -> set[int]:
+    """Indices of faces that repeat a kept face of another image: a repost, resized or recompressed.
+
+    Both tests must hold: the whole images' perceptual hashes are within `dedup_hamming` bits
+    (cheap, vectorised; every repost passes, but so do different drawings of a similar layout),
+    and the faces sit at the same place of the picture (the smaller crop square, in fractions of
+    the image, lies at least REPOST_OVERLAP inside the other) and look the same there, in colour (`region_difference` at
+    most `dedup_max_diff`). The largest face of a group (the best-resolution copy) is kept.
+    """
+    order = sorted(range(len(candidates)), key=lambda i: (-min(candidates[i].face["box"][2:]),
+                                                          -candidates[i].face["likelihood"], i))
+
+    def same(j: int, i: int) -> bool:
+        a, b = candidates[j], candidates[i]
+        if a.record is b.record:          # faces of one image: `_select` already separated them
+            return False
+        return (overlap(a.rect, b.rect) >= REPOST_OVERLAP
+                and region_difference(a.crop, a.rect, b.crop, b.rect) <= params.dedup_max_diff)
+
+    return near_duplicates([c.image_hash for c in candidates], order, params.dedup_hamming, same)
 
 
 def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
@@ -491,16 +606,13 @@ def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
         elif result.status == "small source":
             summary.reasons["small source"] += 1
         else:
-            record.md5 = result.md5
+            if not record.md5:
+                record.md5 = file_digest(folder / record.file, "md5")
             found += result.found
             if not result.faces:
                 summary.reasons["no face in image"] += 1
             candidates.extend(_select(record, result, params, summary))
-    # Visit the largest faces first so that, of a reposted picture, the best-resolution copy stays.
-    order = sorted(range(len(candidates)), key=lambda i: (-min(candidates[i].face["box"][2:]),
-                                                          -candidates[i].face["likelihood"], i))
-    dupes = near_duplicates([c.image_hash for c in candidates], [c.face["centre"] for c in candidates], order,
-                            params.dedup_hamming)
+    dupes = remove_reposts(candidates, params)
     if dupes:
         summary.reasons["duplicate"] += len(dupes)
     kept = [c for i, c in enumerate(candidates) if i not in dupes]
@@ -520,16 +632,16 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: Progress) -> tuple[list[_Result], int]:
+def _run_tasks(tasks: list[_Task | _Result], workers: int, progress: Progress) -> tuple[list[_Result], int]:
     """Results in task order, and the processes used; cached ones are read here, the rest go to the pool."""
-    cached = [cached_result(task) for task in tasks]
-    pending = [i for i, r in enumerate(cached) if r is None]
+    known = [t if isinstance(t, _Result) else cached_result(t) for t in tasks]
+    pending = [i for i, r in enumerate(known) if r is None]
     n_workers = max(1, min(workers or usable_cores(), len(pending) // MIN_IMAGES_PER_WORKER))
     progress.start("crop", total=len(tasks), description=f"faces ({len(pending)} to detect, {n_workers} workers)")
-    found = sum(r.found for r in cached if r is not None)
+    found = sum(r.found for r in known if r is not None)
     progress.advance("crop", len(tasks) - len(pending), faces=found)
-    results = list(cached)
-    for i, result in zip(pending, _map([tasks[i] for i in pending], n_workers)):
+    results = list(known)
+    for i, result in zip(pending, _map([tasks[i] for i in pending], n_workers)):  # type: ignore[misc]
         results[i] = result
         found += result.found
         progress.advance("crop", 1, faces=found)

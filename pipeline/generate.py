@@ -136,6 +136,7 @@ class Sampler:
     precision: str
     latent_scale: float = 1.0
     judge: Any = None            # the label judge (pipeline.classifier.SmallCNN) when the checkpoint has one
+    class_counts: list[int] = field(default_factory=list)   # the training split's images per class
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: torch.device, precision: str, latent_scale: float = 1.0,
@@ -158,7 +159,8 @@ class Sampler:
             generated_statistics(d, g, device, latent_scale)
         classes = list(state.get("classes") or []) if cfg.num_classes else []
         judge = load_judge(state["judge"], device) if "judge" in state else None
-        return cls(g, d, cfg, classes, device, precision, latent_scale, judge)
+        counts = list((state.get("data_meta") or {}).get("class_counts") or []) if cfg.num_classes else []
+        return cls(g, d, cfg, classes, device, precision, latent_scale=latent_scale, judge=judge, class_counts=counts)
 
     @classmethod
     def from_params(cls, params: GenerateParams, device: torch.device, precision: str) -> "Sampler":
@@ -216,6 +218,33 @@ def quotas(count: int, groups: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(groups)]
 
 
+def class_quotas(count: int, shares: list[float] | None, groups: int) -> list[int]:
+    """Split `count` over `groups` in proportion to `shares` (largest remainders get the rest), or
+    evenly as `quotas` does when shares is None. Every class with a share gets at least one."""
+    if shares is None:
+        return quotas(count, groups)
+    total = float(sum(shares))
+    exact = [count * s / total for s in shares]
+    caps = [int(e) for e in exact]
+    for i in sorted(range(groups), key=lambda i: (-(exact[i] - caps[i]), i))[:count - sum(caps)]:
+        caps[i] += 1
+    for i in range(groups):          # a rare class still gets a sample, taken from the largest
+        if caps[i] == 0 and shares[i] > 0 and count >= groups:
+            caps[i] += 1
+            caps[caps.index(max(caps))] -= 1
+    return caps
+
+
+def class_shares(sampler: "Sampler", params: GenerateParams) -> list[float] | None:
+    """The per-class shares of `generate.class_distribution`: None (balanced) or the training frequencies."""
+    if params.class_distribution == "balanced" or sampler.num_labels < 2:
+        return None
+    if len(sampler.class_counts) != sampler.num_labels:
+        raise GenerateError("generate.class_distribution: 'source' needs the class counts that train records in "
+                            "the checkpoint (this one predates them); retrain, or use 'balanced'")
+    return [float(c) for c in sampler.class_counts]
+
+
 def candidate_batches(first_seed: int, total: int, num_labels: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(seeds, labels) batches; candidate i has seed first_seed + i and label i mod K."""
     for start in range(0, total, batch_size):
@@ -230,16 +259,18 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     With `rank: drs` or `mh` the first item is a `ranking.RuleSelection` instead of the
     top-N heaps (and the count is the candidates scored, which DRS can stop short of).
     """
+    k = sampler.num_labels
+    per_class = params.per_class and k > 1
+    shares = class_shares(sampler, params) if per_class else None
     if params.ranked and params.rank != "topk":
         from pipeline.ranking import select_with_rule
 
         return select_with_rule(sampler, params, progress, HISTOGRAM_SAMPLE, ctx)
-    k = sampler.num_labels
-    per_class = params.per_class and k > 1
     oversample = params.oversample if params.ranked else 1
-    caps = quotas(params.count, k) if per_class else [params.count]
-    # Unranked still draws labels evenly: exactly count candidates, all kept.
-    total = params.count * oversample
+    caps = class_quotas(params.count, shares, k) if per_class else [params.count]
+    # Candidates' labels cycle through the classes (label i mod K), so every class sees
+    # oversample x the largest quota. Balanced and unranked: exactly count candidates, all kept.
+    total = params.count * oversample if shares is None else k * max(caps) * oversample
     heaps = [TopK(c) for c in caps]
     sample: list[np.ndarray] = []
     sampled = 0
@@ -253,6 +284,8 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
         if per_class:
             for c in np.unique(labels):
                 mask = labels == c
+                if not params.ranked:  # the first caps[c] candidates of the class, not the best-scored
+                    mask &= (seeds - params.seed) // k < caps[c]
                 heaps[c].add(scores[mask], seeds[mask])
         else:
             heaps[0].add(scores, seeds)

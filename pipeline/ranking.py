@@ -280,10 +280,11 @@ def _groups(labels: np.ndarray, per_class: bool) -> np.ndarray:
     return labels if per_class else np.zeros_like(labels)
 
 
-def _quotas(count: int, num_labels: int, per_class: bool) -> list[int]:
-    from pipeline.generate import quotas
+def _quotas(count: int, num_labels: int, per_class: bool, shares: list[float] | None = None) -> list[int]:
+    """Per-group quotas: even, or in proportion to `shares` (generate.class_distribution: source)."""
+    from pipeline.generate import class_quotas
 
-    return quotas(count, num_labels) if per_class else [count]
+    return class_quotas(count, shares, num_labels) if per_class else [count]
 
 
 def _order(entries: list[Entry], per_class: bool) -> list[Entry]:
@@ -293,11 +294,12 @@ def _order(entries: list[Entry], per_class: bool) -> list[Entry]:
 class TopKSelector:
     """The classic rule: the highest raw logits of each group (generate.TopK)."""
 
-    def __init__(self, count: int, num_labels: int, per_class: bool, first_seed: int) -> None:
+    def __init__(self, count: int, num_labels: int, per_class: bool, first_seed: int,
+                 shares: list[float] | None = None) -> None:
         from pipeline.generate import TopK
 
         self.per_class, self.num_labels, self.first_seed = per_class and num_labels > 1, num_labels, first_seed
-        self.heaps = [TopK(c) for c in _quotas(count, num_labels, self.per_class)]
+        self.heaps = [TopK(c) for c in _quotas(count, num_labels, self.per_class, shares)]
         self.done = False
         self.needs_confidence = False
 
@@ -321,12 +323,13 @@ class DRSSelector:
 
     SALT = 0xD25
 
-    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration, first_seed: int) -> None:
+    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration, first_seed: int,
+                 shares: list[float] | None = None) -> None:
         from pipeline.generate import TopK
 
         self.per_class = per_class and num_labels > 1
         self.num_labels, self.first_seed = num_labels, first_seed
-        self.quota = _quotas(count, num_labels, self.per_class)
+        self.quota = _quotas(count, num_labels, self.per_class, shares)
         self.cal = cal
         self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]  # (label, seed, score)
         self.rejected = [TopK(q) for q in self.quota]  # best rejected, to top up unfilled quotas
@@ -403,9 +406,9 @@ class MHSelector:
     SALT = 0x3A7
 
     def __init__(self, count: int, num_labels: int, per_class: bool, chain_length: int, cal: Calibration,
-                 start_logits: Iterable[np.ndarray]) -> None:
+                 start_logits: Iterable[np.ndarray], shares: list[float] | None = None) -> None:
         self.per_class = per_class and num_labels > 1
-        self.quota = _quotas(count, num_labels, self.per_class)
+        self.quota = _quotas(count, num_labels, self.per_class, shares)
         self.chain_length = chain_length
         self.cal = cal
         self.starts = [np.asarray(s, np.float64) for s in start_logits]  # calibrated logits of real images, per group
@@ -478,12 +481,12 @@ class FilterSelector:
     """
 
     def __init__(self, count: int, num_labels: int, per_class: bool, min_confidence: float,
-                 floors: np.ndarray, first_seed: int) -> None:
+                 floors: np.ndarray, first_seed: int, shares: list[float] | None = None) -> None:
         from pipeline.generate import TopK
 
         self.per_class = per_class and num_labels > 1
         self.num_labels, self.first_seed = num_labels, first_seed
-        self.quota = _quotas(count, num_labels, self.per_class)
+        self.quota = _quotas(count, num_labels, self.per_class, shares)
         self.min_confidence, self.floors = min_confidence, np.asarray(floors, np.float64)
         self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]
         self.rejected = [TopK(q) for q in self.quota]   # keyed by confidence, minus 1 below the D floor
@@ -532,25 +535,25 @@ class FilterSelector:
 
 def make_selector(rule: str, params: GenerateParams, num_labels: int, cal: Calibration | None = None,
                   data: CalibrationData | None = None, count: int | None = None,
-                  floors: np.ndarray | None = None) -> Selector:
+                  floors: np.ndarray | None = None, shares: list[float] | None = None) -> Selector:
     """The selector for `rule` (filter | topk | drs | mh) keeping `count` (default params.count) images."""
     count = params.count if count is None else count
     if rule == "topk":
-        return TopKSelector(count, num_labels, params.per_class, params.seed)
+        return TopKSelector(count, num_labels, params.per_class, params.seed, shares)
     if rule == "filter":
         if floors is None:
             raise ValueError("rank 'filter' needs the per-class D floors")
-        return FilterSelector(count, num_labels, params.per_class, params.min_confidence, floors, params.seed)
+        return FilterSelector(count, num_labels, params.per_class, params.min_confidence, floors, params.seed, shares)
     if cal is None or data is None:
         raise ValueError(f"rank {rule!r} needs a calibration")
     if rule == "drs":
-        return DRSSelector(count, num_labels, params.per_class, cal, params.seed)
+        return DRSSelector(count, num_labels, params.per_class, cal, params.seed, shares)
     if rule == "mh":
         per_class = params.per_class and num_labels > 1
         starts = cal.logit(data.real_scores)
         groups = range(num_labels) if per_class else [0]
         by_group = [starts[data.real_labels == g] if per_class else starts for g in groups]
-        return MHSelector(count, num_labels, params.per_class, params.oversample, cal, by_group)
+        return MHSelector(count, num_labels, params.per_class, params.oversample, cal, by_group, shares)
     raise ValueError(f"rank {rule!r} is not one of filter, topk, drs, mh")
 
 
@@ -581,16 +584,19 @@ def selector_stats(selector: Selector) -> dict[str, Any]:
 def prepare_rule(sampler: Any, params: GenerateParams, rule: str, count: int | None = None,
                  data: CalibrationData | None = None) -> tuple[Selector, Calibration | None, dict[str, Any]]:
     """The selector of a streaming rule, with what it needs fitted first: D floors (filter) or a calibration (drs, mh)."""
+    from pipeline.generate import class_shares
+
     k = sampler.num_labels
+    shares = class_shares(sampler, params) if params.per_class and k > 1 else None
     if rule == "filter":
         floors = class_floors(sampler, params) if params.d_floor > 0 else np.full(k, -np.inf)
-        selector = make_selector(rule, params, k, count=count, floors=floors)
+        selector = make_selector(rule, params, k, count=count, floors=floors, shares=shares)
         return selector, None, {"d_floors": [round(float(f), 4) for f in floors]}
     data = calibration_data(sampler, params) if data is None else data
     cal = calibrate(data, params)
     log.info("calibrated D (%s) on %d held-out real (%s split) and %d generated samples: %s", params.calibration,
              len(data.real_scores), data.source_split, len(data.fake_scores), cal.to_dict())
-    return make_selector(rule, params, k, cal, data, count=count), cal, {"calibration": cal.to_dict()}
+    return make_selector(rule, params, k, cal, data, count=count, shares=shares), cal, {"calibration": cal.to_dict()}
 
 
 def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = SILENT,
@@ -600,7 +606,9 @@ def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = 
 
     k = sampler.num_labels
     selector, cal, stats = prepare_rule(sampler, params, params.rank)
-    total = params.count * params.oversample
+    quota = getattr(selector, "quota", [params.count])
+    # Labels cycle through the classes, so every class sees oversample x the largest quota.
+    total = params.count * params.oversample if len(set(quota)) <= 1 else len(quota) * max(quota) * params.oversample
     sample: list[np.ndarray] = []
     sampled = scored = 0
     progress.start("score", total=total, description=f"generate + {params.rank}")

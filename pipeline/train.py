@@ -95,7 +95,22 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     digest = hashlib.sha256(np.ascontiguousarray(array).data)
     digest.update(labels.numpy().tobytes())
     digest.update(json.dumps(classes).encode())
+    meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
     return TrainingData(images.to(device), labels.to(device), classes, meta, digest.hexdigest())
+
+
+def label_weights(class_counts: list[int], sampling: str) -> torch.Tensor | None:
+    """Probabilities to draw G's training labels with, or None for uniform draws.
+
+    `source` follows the training split's class frequencies, so D sees real and generated images
+    with the same label mix (with a uniform mix, a rare class is overrepresented among fakes and
+    D can tell fakes by their label alone). Uniform draws (None) are kept when the classes are
+    equal anyway, so balanced data gives exactly the numbers it gave before this option.
+    """
+    if sampling == "balanced" or len(set(class_counts)) <= 1:
+        return None
+    counts = torch.tensor(class_counts, dtype=torch.float64)
+    return counts / counts.sum()
 
 
 def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
@@ -222,6 +237,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
         self.noise = torch.Generator().manual_seed(params.seed + 1)
+        self.label_weights = label_weights(data.meta.get("class_counts", []), params.label_sampling)
         self.step = 0
         self.history: list[list[float]] = []
         self.judge: dict[str, Any] | None = None
@@ -323,7 +339,11 @@ class Trainer:
         if not self.conditional:
             return z, None
         group = self.class_group   # fakes come in one-class runs too, like the real batches
-        y = torch.randint(self.cfg.num_classes, (n // group,), generator=self.noise).repeat_interleave(group)
+        if self.label_weights is None:
+            y = torch.randint(self.cfg.num_classes, (n // group,), generator=self.noise)
+        else:
+            y = torch.multinomial(self.label_weights, n // group, replacement=True, generator=self.noise)
+        y = y.repeat_interleave(group)
         return z, self._local(y).to(self.device)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:

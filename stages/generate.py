@@ -18,6 +18,7 @@ def command(
     d_stats: Annotated[Optional[str], option(P, "d_stats")] = None,
     latent_scale: Annotated[Optional[float], option(P, "latent_scale")] = None,
     per_class: Annotated[Optional[bool], option(P, "per_class", "--per-class/--overall")] = None,
+    class_distribution: Annotated[Optional[str], option(P, "class_distribution")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     checkpoint: Annotated[Optional[Path], option(P, "checkpoint")] = None,

@@ -191,3 +191,47 @@ def random_shapes(seed: int, size: int = 320, count: int = 25) -> Image.Image:
 
 def negatives(seed: int = 0, size: int = 320) -> Sequence[Image.Image]:
     return [blank(size), blurred_face(seed, size), random_shapes(seed, size)]
+
+
+def plain_portrait(seed: int, size: int = 256, background: RGB = (236, 232, 240)) -> Image.Image:
+    """A head centred on one plain colour, the same for every seed: the layout of a board's
+    many look-alike portraits. Only hair colour (by seed), eye colour, skin and strand tips vary."""
+    rng = random.Random(seed)
+    canvas = Image.new("RGB", (size, size), background)
+    hair = list(HAIR_COLOURS.values())[seed % len(HAIR_COLOURS)]
+    width = 0.48 * size
+    draw_head(canvas, size / 2, 0.45 * size - 0.59 * width, width, hair, rng)
+    return canvas
+
+
+def sprite(seed: int, size: int = 256, hidden: RGB = (255, 0, 255), hair: str = "blue") -> Image.Image:
+    """An RGBA character sprite: the head on a transparent background that stores `hidden` under alpha 0.
+
+    Drawn on black and on white, the two renders give the exact alpha of every pixel (difference
+    matting), so anti-aliased outlines are partly transparent, as in real sprites.
+    """
+    import numpy as np
+
+    renders = []
+    for bg in ((0, 0, 0), (255, 255, 255)):
+        canvas = Image.new("RGB", (size, size), bg)
+        width = 0.48 * size
+        draw_head(canvas, size / 2, 0.42 * size - 0.59 * width, width, HAIR_COLOURS[hair], random.Random(seed))
+        renders.append(np.asarray(canvas, dtype=np.float64))
+    on_black, on_white = renders
+    alpha = np.clip(1 - (on_white - on_black).max(axis=2) / 255, 0, 1)
+    colour = np.where(alpha[..., None] > 0, on_black / np.maximum(alpha[..., None], 1e-6), 0)
+    rgba = np.dstack([np.clip(colour, 0, 255), alpha * 255]).round().astype(np.uint8)
+    rgba[alpha == 0, :3] = hidden
+    return Image.fromarray(rgba)
+
+
+def two_faces(size: tuple[int, int], centres: Sequence[tuple[float, float]], widths: Sequence[float],
+              seed: int = 0) -> Image.Image:
+    """Several heads on one plain canvas, centred at `centres` (pixels) with face widths `widths`."""
+    rng = random.Random(seed)
+    canvas = Image.new("RGB", size, (238, 234, 228))
+    for i, ((cx, cy), w) in enumerate(zip(centres, widths)):
+        hair = list(HAIR_COLOURS.values())[(seed + i) % len(HAIR_COLOURS)]
+        draw_head(canvas, cx, cy - 0.59 * w, w, hair, rng)
+    return canvas

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from face_art import HAIR_COLOURS, anime_face, blank, blurred_face, random_shapes
+from face_art import HAIR_COLOURS, anime_face, blank, blurred_face, plain_portrait, random_shapes, sprite, two_faces
 from pipeline import faces
 from pipeline.config import CropParams
-from pipeline.crop import CropError
+from pipeline.crop import CropError, CropSummary, hash_split
 from pipeline.faces import FaceError, check_pillow, crop_faces, crop_square, near_duplicates, square_around
 from pipeline.manifest import Record, read_manifest, write_manifest
 
@@ -218,13 +218,16 @@ def test_near_duplicates_are_removed_keeping_the_larger_copy(tmp_path: Path) -> 
     assert crop_faces(params(tmp_path, dedup_hamming=-1)).kept == 3
 
 
-def test_near_duplicates_need_a_close_hash_and_the_same_place() -> None:
+def test_near_duplicates_need_a_close_hash_and_pass_the_same_test() -> None:
     a, b = 0x0F0F_0F0F_0F0F_0F0F, 0x0F0F_0F0F_0F0F_0F0E        # 1 bit apart
     far = a ^ 0xFFFF_FFFF_0000_0000
-    centres = [[0.5, 0.5], [0.51, 0.5], [0.5, 0.5], [0.2, 0.5]]
-    assert near_duplicates([a, b, far, a], centres, range(4), 4) == {1}
-    assert near_duplicates([a, b, far, a], centres, range(4), 0) == set()
-    assert near_duplicates([a, b], centres[:2], range(2), -1) == set()
+    assert near_duplicates([a, b, far, a], range(4), 4) == {1, 3}
+    assert near_duplicates([a, b, far, a], range(4), 0) == {3}
+    assert near_duplicates([a, b], range(2), -1) == set()
+    # `same(kept, candidate)` is asked only about kept faces whose hash is close enough.
+    asked: list[tuple[int, int]] = []
+    assert near_duplicates([a, b, far, a], range(4), 4, lambda j, i: asked.append((j, i)) or i == 3) == {3}
+    assert asked == [(0, 1), (0, 3)]          # far is never asked about; the first match settles it
 
 
 def test_negatives_yield_no_crops(tmp_path: Path) -> None:
@@ -334,3 +337,211 @@ def test_cli_crop_faces(tmp_path: Path) -> None:
 
     bad = CliRunner().invoke(app, args[:-2] + ["--label-from", "colour", "--params", str(params_file)])
     assert bad.exit_code == 2 and "label_from" in bad.output
+
+
+# ---- transparency (issue 10) -------------------------------------------------------------------
+
+MAGENTA = (255, 0, 255)
+
+
+def magenta_pixels(img: np.ndarray) -> int:
+    """Pixels showing the colour hidden under alpha 0 (pure or nearly: the drawing has no magenta)."""
+    c = img.astype(int)
+    return int(((c[..., 0] > 200) & (c[..., 1] < 90) & (c[..., 2] > 200)).sum())
+
+
+def paletted(rgba: Image.Image) -> bytes:
+    """The sprite as a palette PNG whose transparent index is the hidden colour."""
+    binary = Image.new("RGB", rgba.size, MAGENTA)
+    binary.paste(rgba.convert("RGB"), mask=rgba.getchannel("A").point(lambda a: 255 if a > 127 else 0))
+    p = binary.quantize(colors=200, dither=Image.Dither.NONE)
+    palette = np.array(p.getpalette()[:600]).reshape(-1, 3)
+    index = int(np.abs(palette - MAGENTA).sum(axis=1).argmin())
+    return encode(p, "PNG", transparency=index)
+
+
+def test_transparent_sprites_are_composited_onto_the_background(tmp_path: Path) -> None:
+    rgba = sprite(0, hidden=MAGENTA)
+    assert np.asarray(rgba)[0, 0].tolist() == [255, 0, 255, 0]         # the hidden colour is really there
+    items = [(encode(rgba), None), (encode(rgba.convert("LA")), None), (paletted(sprite(1, hidden=MAGENTA, hair="pink")), None)]
+    records = write_crawl(tmp_path / "raw", items)
+    summary = crop_faces(params(tmp_path, dedup_hamming=-1, margin=0.5))
+    assert summary.kept == 3, summary.reasons
+    crops = shards(tmp_path / "crop")
+    by_file = {r.extra["input_file"]: crops[i] for i, r in enumerate(read_manifest(tmp_path / "crop" / "manifest.jsonl"))}
+    for r in records:
+        crop = by_file[r.file]
+        assert magenta_pixels(crop) == 0, f"{r.file}: the colour under alpha 0 shows"
+        assert (crop[0, 0] >= 250).all() and (crop[0, -1] >= 250).all(), f"{r.file}: corners should be the white background"
+    # The RGBA crop is the crop of the same drawing made on white.
+    flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    flat.alpha_composite(rgba)
+    drawn_on_white = faces.detect(flat.convert("RGB"))
+    (rgba_record,) = [r for r in read_manifest(tmp_path / "crop" / "manifest.jsonl") if r.file and r.extra["input_file"] == records[0].file]
+    assert list(drawn_on_white[0].box) == rgba_record.box
+
+    grey = crop_faces(params(tmp_path, dedup_hamming=-1, margin=0.5, background="#808080", out=tmp_path / "grey"))
+    assert grey.kept == 3
+    corner = shards(tmp_path / "grey")[0][0, 0]
+    assert np.abs(corner.astype(int) - 128).max() <= 2
+    with pytest.raises(ValueError, match="background"):
+        params(tmp_path, background="transparent-ish")
+
+
+def test_resize_mode_composites_transparency_too(tmp_path: Path) -> None:
+    from pipeline.crop import crop_resize
+
+    write_crawl(tmp_path / "raw", [(encode(sprite(0, hidden=MAGENTA)), None)])
+    p = params(tmp_path, mode="resize", size=32)
+    crop_resize(p)
+    img = shards(p.out)[0]
+    assert magenta_pixels(img) == 0 and (img[0, 0] >= 250).all()
+
+
+# ---- duplicates within and across images (issue 10) ---------------------------------------------
+
+def test_two_close_but_separate_faces_in_one_image_are_both_kept(tmp_path: Path) -> None:
+    # Centres 132 px apart on a 2700 px wide image: under 5% of its side, but the boxes do not overlap.
+    img = two_faces((2700, 300), [(1300, 150), (1435, 150)], [125, 125])
+    write_crawl(tmp_path / "raw", [(encode(img), None)])
+    summary = crop_faces(params(tmp_path, keep="all", min_face=32))
+    assert summary.kept == 2 and summary.reasons["duplicate"] == 0 and summary.reasons["detected twice"] == 0
+    boxes = [r.box for r in read_manifest(tmp_path / "crop" / "manifest.jsonl")]
+    assert faces.iou(boxes[0], boxes[1]) == 0
+
+
+def result_with(boxes_and_likelihoods: list[tuple[tuple[int, int, int, int], float]]) -> faces._Result:
+    """A detection result of one 1000 x 1000 image as the worker returns it (most likely first)."""
+    found = [{"box": list(box), "likelihood": lik, "hair": [70, 110, 220], "chroma": 0.2,
+              "crop_box": list(square_around(box, 0.3)) + [square_around(box, 0.3)[2]]}
+             for box, lik in sorted(boxes_and_likelihoods, key=lambda f: -f[1])]
+    crops = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(len(found))])
+    return faces._Result("ok", "d" * 64, 1000, 1000, len(found), "0" * 16, found, crops)
+
+
+def test_overlapping_boxes_in_one_image_are_one_face_detected_twice(tmp_path: Path) -> None:
+    p = params(tmp_path, keep="all", min_face=10, dup_iou=0.4)
+    res = result_with([((100, 100, 100, 100), 0.9), ((110, 105, 110, 110), 0.8),   # IoU ~0.72: the same face
+                       ((215, 100, 100, 100), 0.7)])                               # next to it, no overlap
+    summary = CropSummary(mode="faces", out=tmp_path)
+    picked = faces._select(Record(file="x.png"), res, p, summary)
+    assert [c.face["box"] for c in picked] == [[100, 100, 100, 100], [215, 100, 100, 100]]
+    assert summary.reasons["detected twice"] == 1
+
+
+def test_keep_best_breaks_likelihood_ties_by_size_and_max_faces_applies_after_the_filters(tmp_path: Path) -> None:
+    res = result_with([((10, 10, 127, 127), 1.0), ((300, 300, 262, 262), 1.0), ((700, 50, 150, 150), 0.99)])
+    summary = CropSummary(mode="faces", out=tmp_path)
+    (best,) = faces._select(Record(file="x.png"), res, params(tmp_path, keep="best", min_face=10), summary)
+    assert best.face["box"] == [300, 300, 262, 262] and summary.reasons["not the best face"] == 2
+    # The two most likely faces are too small: max_faces_per_image=1 must count only faces that passed.
+    res = result_with([((10, 10, 40, 40), 1.0), ((100, 10, 40, 40), 0.98), ((300, 300, 200, 200), 0.9),
+                       ((600, 600, 180, 180), 0.85)])
+    summary = CropSummary(mode="faces", out=tmp_path)
+    picked = faces._select(Record(file="x.png"), res, params(tmp_path, keep="all", max_faces_per_image=1, min_face=64), summary)
+    assert [c.face["box"] for c in picked] == [[300, 300, 200, 200]]
+    assert summary.reasons["face too small"] == 2 and summary.reasons["over max_faces_per_image"] == 1
+
+
+def test_different_characters_of_one_layout_are_not_merged_but_reposts_are(tmp_path: Path) -> None:
+    """40 characters on one plain background, head centred (whole-image pHashes within 6 bits of
+    each other for many pairs), plus 5 reposts resized 1.3x and recompressed as JPEG q85."""
+    originals = [plain_portrait(seed) for seed in range(40)]
+    reposts = [encode(originals[i].resize((333, 333), Image.Resampling.BICUBIC), "JPEG", quality=85) for i in range(5)]
+    records = write_crawl(tmp_path / "raw", [(encode(img), None) for img in originals] + [(r, None) for r in reposts])
+    found = crop_faces(params(tmp_path, dedup_hamming=-1, min_face=32))
+    detected = {r.md5 for r in read_manifest(tmp_path / "crop" / "manifest.jsonl")}
+    hashes = {r.md5: int(faces.image_hash(Image.open(tmp_path / "raw" / r.file).convert("RGB"))) for r in records[:40]}
+    close = sum(bin(hashes[a.md5] ^ hashes[b.md5]).count("1") <= 6 for i, a in enumerate(records[:40]) for b in records[i + 1:40])
+    assert close >= 10, "the fixture should fool a whole-image hash"
+
+    summary = crop_faces(params(tmp_path, min_face=32))
+    kept = {r.md5 for r in read_manifest(tmp_path / "crop" / "manifest.jsonl")}
+    originals_found = {r.md5 for r in records[:40]} & detected
+    pairs = [(records[i].md5, records[40 + i].md5) for i in range(5)
+             if records[i].md5 in detected and records[40 + i].md5 in detected]
+    assert len(originals_found) >= 36 and len(pairs) >= 4, found.reasons
+    lost = [m for m in originals_found if m not in kept and not any(m == a and b in kept for a, b in pairs)]
+    assert lost == [], f"{len(lost)} different characters merged as duplicates"
+    assert all(len({a, b} & kept) == 1 for a, b in pairs), "every repost should be merged with its original"
+    assert summary.counters["duplicates removed"] == len(pairs)
+
+
+def test_region_difference_aligns_a_resized_copy() -> None:
+    img = plain_portrait(3)
+    copy = img.resize((333, 333), Image.Resampling.BICUBIC)
+    a, b = faces.detect(img)[0], faces.detect(copy)[0]
+    ca, sa = faces.crop_face(np.asarray(img), a.box, 0.3, "edge", 64)
+    cb, sb = faces.crop_face(np.asarray(copy), b.box, 0.3, "edge", 64)
+    ra = faces.relative_square({"crop_box": sa}, 256, 256)
+    rb = faces.relative_square({"crop_box": sb}, 333, 333)
+    assert faces.region_difference(ca, ra, cb, rb) < 8
+    other = plain_portrait(11)                     # same hair colour (11 % 8 == 3), another character
+    c = faces.detect(other)[0]
+    cc, sc = faces.crop_face(np.asarray(other), c.box, 0.3, "edge", 64)
+    assert faces.region_difference(ca, ra, cc, faces.relative_square({"crop_box": sc}, 256, 256)) > 24
+
+
+# ---- the test split (issue 10) -------------------------------------------------------------------
+
+def test_hash_split_is_stratified_by_class_and_keeps_an_image_together() -> None:
+    sources = [f"md5-{i // 2}" for i in range(200)]               # 100 images of 2 faces each
+    labels = ["blue" if i < 150 else "pink" for i in range(200)]   # 75 blue images, 25 pink
+    split = hash_split(sources, labels, 0.2)
+    for a, b in zip(split[::2], split[1::2]):
+        assert a == b, "two faces of one image on different sides"
+    assert sum(s == "test" for s, lab in zip(split, labels) if lab == "blue") == 2 * 15
+    assert sum(s == "test" for s, lab in zip(split, labels) if lab == "pink") == 2 * 5
+    assert hash_split(sources[::-1], labels[::-1], 0.2) == split[::-1], "the split must not depend on the order"
+    assert hash_split(["a", "b"], ["x", "x"], 0.2).count("test") == 1      # a class of 2 gets one test image
+    assert hash_split(["a"], ["x"], 0.2) == ["train"]
+
+
+def test_test_fraction_puts_a_share_of_each_class_in_the_test_split(tmp_path: Path) -> None:
+    hairs = ["blonde", "blue", "pink"] * 4
+    write_crawl(tmp_path / "raw", [(face_png(seed, hair), None) for seed, hair in enumerate(hairs)])
+    p = params(tmp_path, label_from="hair_color", test_fraction=0.25, dedup_hamming=-1)
+    crop_faces(p)
+    out = read_manifest(p.out / "manifest.jsonl")
+    assert len(out) >= 10
+    for hair in ("blonde", "blue", "pink"):
+        splits = [r.split for r in out if r.label == hair]
+        assert splits.count("test") == 1 and len(splits) >= 3, (hair, splits)     # round(0.25 x 3 or 4) = 1
+    crop_faces(params(tmp_path, label_from="hair_color", dedup_hamming=-1))     # default 0.0: the source's split
+    assert {r.split for r in read_manifest(p.out / "manifest.jsonl")} == {"train"}
+
+
+# ---- the cache key (issue 11, item 3) -------------------------------------------------------------
+
+def test_the_cache_is_keyed_on_the_files_bytes_not_the_posts_md5(tmp_path: Path) -> None:
+    """Re-crawling another variant keeps the post md5 but changes the bytes: crops must follow the bytes."""
+    first = face_png(0, "blonde", size=256)
+    write_crawl(tmp_path / "raw", [(first, None)])
+    p = params(tmp_path, label_from="hair_color")
+    crop_faces(p)
+    (old,) = read_manifest(p.out / "manifest.jsonl")
+    # The same post (same md5 in the manifest, same file name), now a larger image of other pixels.
+    other = face_png(5, "pink", size=320)
+    (tmp_path / "raw" / old.extra["input_file"]).write_bytes(other)
+    summary = crop_faces(p)
+    (new,) = read_manifest(p.out / "manifest.jsonl")
+    assert new.md5 == old.md5 and summary.counters["images from cache"] == 0
+    assert new.label == "pink" and new.box != old.box
+    with Image.open(tmp_path / "raw" / new.extra["input_file"]) as src:
+        x0, y0, side, _ = new.extra["crop_box"]
+        expected = np.asarray(src.convert("RGB").crop((x0, y0, x0 + side, y0 + side)).resize((64, 64), Image.Resampling.LANCZOS))
+    assert np.abs(shards(p.out)[0].astype(int) - expected).max() <= 1
+    # The detector settings are part of the key: another background re-detects.
+    assert crop_faces(params(tmp_path, label_from="hair_color", background="black")).counters["images from cache"] == 0
+
+
+# ---- every tunable key has a flag --------------------------------------------------------------
+
+def test_every_crop_key_has_a_cli_flag() -> None:
+    import typer
+
+    from stages.cli import app
+
+    flags = {p.name for p in typer.main.get_command(app).commands["crop"].params}  # type: ignore[attr-defined]
+    missing = set(CropParams.model_fields) - {"tag_labels", "hair_palette"} - flags
+    assert not missing, f"crop keys without a flag: {sorted(missing)}"

@@ -1,0 +1,76 @@
+"""The anime route at a real size on this machine: loopback board of drawn faces -> evaluate.
+
+Serves `--faces` drawn heads in hair-colour classes of unequal size (tests/face_board.py) on the
+loopback Moebooru server, runs every stage with `augment` against a params file (the README
+recipe's values plus the sizes below), and prints the wall time of each stage and the evaluate
+headline; sample grids per epoch, metrics and the export card are copied to `--keep`.
+
+    flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 8 --keep bench/anime-run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from face_board import FaceBoard, face_posts  # noqa: E402
+from moebooru_server import MoebooruServer  # noqa: E402
+
+SHARES = {"blonde": 0.28, "blue": 0.22, "pink": 0.17, "black": 0.13, "red": 0.08, "green": 0.07, "purple": 0.05}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--keep", type=Path, default=REPO / "bench" / "anime-run")
+    args = ap.parse_args()
+    hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp, MoebooruServer(FaceBoard(face_posts(hairs, untagged=20))) as server:
+        work = Path(tmp)
+        params["crawl"].update(source="konachan", base_url=server.base_url, tags="1girl solo", max_images=10 ** 6,
+                               variant="sample", delay=0.0, workers=4)
+        params["crop"].update(mode="faces", size=64, label_from="tags", test_fraction=0.2, workers=0)
+        params["train"].update(epochs=args.epochs, batch_size=64, g_channels=args.channels, d_channels=args.channels,
+                               checkpoint_every=10 ** 6)
+        params["generate"].update(count=args.count, oversample=10, batch_size=500)
+        params["evaluate"].update(compare_count=min(args.count, 2000))
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        times = {}
+        for stage in ("crawl", "crop", "train", "generate", "export", "evaluate"):
+            started = time.perf_counter()
+            proc = subprocess.run([str(Path(sys.executable).parent / "augment"), stage], cwd=work, env=env,
+                                  capture_output=True, text=True)
+            times[stage] = round(time.perf_counter() - started, 1)
+            if proc.returncode:
+                sys.exit(f"{stage} failed:\n{proc.stderr[-3000:]}")
+            print(f"{stage}: {times[stage]} s", flush=True)
+        args.keep.mkdir(parents=True, exist_ok=True)
+        for src in [*sorted((work / "runs/train/samples").glob("*.png")), work / "data/crop/preview.png",
+                    work / "runs/train/losses.png", work / "data/generated/grid.png", work / "runs/evaluate/top.png"]:
+            shutil.copy(src, args.keep / src.name)
+        for name in ("crop", "train", "evaluate"):
+            shutil.copy(work / "metrics" / f"{name}.json", args.keep / f"{name}.json")
+        (args.keep / "times.json").write_text(json.dumps({"faces_served": sum(hairs.values()) + 20, "classes": hairs,
+                                                           "seconds": times}, indent=1))
+        ev = json.loads((work / "metrics/evaluate.json").read_text())
+        print(json.dumps({k: ev.get(k) for k in ("test_images", "cas", "cas_ci95", "real_accuracy", "fidelity",
+                                                 "per_class_cas", "notes", "winner")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
