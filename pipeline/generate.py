@@ -90,7 +90,8 @@ class GenerateError(PipelineError):
 class TopK:
     """The `capacity` highest scores seen, as parallel arrays; memory stays O(capacity + batch).
 
-    Each entry may carry one float of payload (e.g. the D score of an entry ranked by another key).
+    Entries may carry one float of payload each (e.g. the D score of an entry ranked by another
+    key); without payload none is stored.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -98,12 +99,12 @@ class TopK:
         self.scores = np.empty(0, np.float32)
         self.seeds = np.empty(0, np.int64)
         self.payload = np.empty(0, np.float32)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._pending_n = 0
 
     def add(self, scores: np.ndarray, seeds: np.ndarray, payload: np.ndarray | None = None) -> None:
-        payload = np.zeros(len(scores), np.float32) if payload is None else payload.astype(np.float32)
-        self._pending.append((scores.astype(np.float32), seeds.astype(np.int64), payload))
+        self._pending.append((scores.astype(np.float32), seeds.astype(np.int64),
+                              None if payload is None else payload.astype(np.float32)))
         self._pending_n += len(scores)
         if self._pending_n >= max(self.capacity, 4096):
             self._compact()
@@ -113,10 +114,15 @@ class TopK:
             return
         scores = np.concatenate([self.scores, *(p[0] for p in self._pending)])
         seeds = np.concatenate([self.seeds, *(p[1] for p in self._pending)])
-        payload = np.concatenate([self.payload, *(p[2] for p in self._pending)])
+        with_payload = any(p[2] is not None for p in self._pending) or len(self.payload)
+        if with_payload:
+            payload = np.concatenate([self.payload, *(np.zeros(len(p[0]), np.float32) if p[2] is None else p[2]
+                                                      for p in self._pending)])
         self._pending, self._pending_n = [], 0
         order = np.lexsort((seeds, -scores))[: self.capacity]  # best first, ties by seed
-        self.scores, self.seeds, self.payload = scores[order], seeds[order], payload[order]
+        self.scores, self.seeds = scores[order], seeds[order]
+        if with_payload:
+            self.payload = payload[order]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(scores, seeds), best first."""

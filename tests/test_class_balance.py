@@ -36,7 +36,7 @@ def skewed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
     crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
-                          g_channels=8, d_channels=8, embed_dim=4, max_steps=2, threads=1))
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=2, threads=1, judge_steps=5))
     return tmp / "crop", tmp / "train" / "checkpoint.pt"
 
 
@@ -80,10 +80,11 @@ def test_generate_quotas_follow_the_source_frequencies(tmp_path: Path, skewed: t
     if not ranked:   # unranked keeps the first candidates of each class, whatever D thinks of them
         seeds = sorted(r.seed for r in read_manifest(tmp_path / "source" / "manifest.jsonl") if r.label == "c2")
         assert seeds == [2, 5]
-    else:
-        with pytest.raises(GenerateError, match="class_distribution.*topk"):
-                generate.run(GenerateParams(out=tmp_path / "drs", class_distribution="source", rank="drs", real=skewed[0],
+    else:   # the default rule (filter) above; topk and drs fill the same source quotas
+        for rule in ("topk", "drs"):
+            generate.run(GenerateParams(out=tmp_path / rule, class_distribution="source", rank=rule, real=skewed[0],
                                         **common))
+            assert Counter(r.label for r in read_manifest(tmp_path / rule / "manifest.jsonl")) == {"c0": 16, "c1": 6, "c2": 2}
 
 
 def test_the_new_keys_have_flags_and_are_validated(tmp_path: Path) -> None:
@@ -91,6 +92,7 @@ def test_the_new_keys_have_flags_and_are_validated(tmp_path: Path) -> None:
 
     from stages.cli import app
 
+    (tmp_path / "none.yaml").write_text("{}\n")   # a params file with no sections: the built-in defaults
     bad = CliRunner().invoke(app, ["generate", "--class-distribution", "zipf", "--params", str(tmp_path / "none.yaml")])
     assert bad.exit_code == 2 and "generate.class_distribution: 'zipf'" in bad.output
     bad = CliRunner().invoke(app, ["train", "--label-sampling", "rare", "--params", str(tmp_path / "none.yaml")])

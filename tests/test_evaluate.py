@@ -264,6 +264,7 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     params.write_text(yaml.safe_dump({"evaluate": {
         "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
         "out": str(out), "metrics": str(metrics), "steps": 4, "feature_steps": 6, "seeds": 2, "batch_size": 16, "fractions": [0.1, 0.5],
+        "rules": ["unranked", "filter", "topk", "drs", "mh"],
         "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1}}))
     result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
     assert result.exit_code == 0, result.output

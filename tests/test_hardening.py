@@ -15,7 +15,8 @@ from pipeline.config import CropParams, ExportParams, GenerateParams, ParamsErro
 from pipeline.manifest import ManifestError, read_manifest
 from stages.cli import app
 
-TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4)
+TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
+            judge_steps=5)
 
 
 def one_line_error(output: str) -> str:
