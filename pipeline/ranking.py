@@ -318,38 +318,46 @@ class TopKSelector:
         return _order(out, self.per_class)
 
 
-class DRSSelector:
-    """Discriminator Rejection Sampling into per-group quotas, in seed order."""
+class SeedOrderSelector:
+    """Accept candidates in seed order into per-group quotas; top up short quotas with the best rejects.
 
-    SALT = 0xD25
+    The shared mechanics of `drs` and `filter`: a subclass decides which candidates pass
+    (`_verdict`) and how rejects rank for the top-up; the D score rides along as payload, so
+    a topped-up entry keeps its score. State is O(count) whatever the pool.
+    """
 
-    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration, first_seed: int,
+    needs_confidence = False
+
+    def __init__(self, count: int, num_labels: int, per_class: bool, first_seed: int,
                  shares: list[float] | None = None) -> None:
         from pipeline.generate import TopK
 
         self.per_class = per_class and num_labels > 1
         self.num_labels, self.first_seed = num_labels, first_seed
         self.quota = _quotas(count, num_labels, self.per_class, shares)
-        self.cal = cal
         self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]  # (label, seed, score)
-        self.rejected = [TopK(q) for q in self.quota]  # best rejected, to top up unfilled quotas
+        self.rejected = [TopK(q) for q in self.quota]  # best rejects, to top up unfilled quotas
         self.seen = 0
         self.done = False
-        self.needs_confidence = False
+
+    def _verdict(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+                 confidence: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(accepted mask, key ranking the rejects for the top-up)."""
+        raise NotImplementedError
 
     def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
             confidence: np.ndarray | None = None) -> None:
         self.seen += len(seeds)
-        accept = uniforms(seeds, self.SALT) < self.cal.drs_accept_prob(scores)
+        accept, reject_key = self._verdict(scores, seeds, labels, confidence)
         groups = _groups(labels, self.per_class)
         for g in np.unique(groups):
             idx = np.flatnonzero(groups == g)
             room = self.quota[g] - len(self.accepted[g])
             take = idx[accept[idx]][:max(room, 0)]
             self.accepted[g] += [(int(labels[i]), int(seeds[i]), float(scores[i])) for i in take]
-            rest = np.setdiff1d(idx, take, assume_unique=True)
             if len(self.accepted[g]) < self.quota[g]:  # only a short group can need its rejects
-                self.rejected[g].add(scores[rest], seeds[rest], scores[rest])
+                rest = np.setdiff1d(idx, take, assume_unique=True)
+                self.rejected[g].add(reject_key[rest], seeds[rest], scores[rest])
         self.done = all(len(a) >= q for a, q in zip(self.accepted, self.quota))
 
     @property
@@ -362,11 +370,27 @@ class DRSSelector:
             rows = list(kept)
             missing = self.quota[g] - len(rows)
             if missing > 0:
-                scores, seeds = self.rejected[g].result()
-                rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(sc))  # the label follows from the seed
-                         for sc, s in zip(scores[:missing], seeds[:missing])]
+                top = self.rejected[g]
+                _, seeds = top.result()
+                rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(d))  # the label follows from the seed
+                         for s, d in zip(seeds[:missing], top.payload[:missing])]
             out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
         return _order(out, self.per_class)
+
+
+class DRSSelector(SeedOrderSelector):
+    """Discriminator Rejection Sampling into per-group quotas, in seed order."""
+
+    SALT = 0xD25
+
+    def __init__(self, count: int, num_labels: int, per_class: bool, cal: Calibration, first_seed: int,
+                 shares: list[float] | None = None) -> None:
+        super().__init__(count, num_labels, per_class, first_seed, shares)
+        self.cal = cal
+
+    def _verdict(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+                 confidence: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return uniforms(seeds, self.SALT) < self.cal.drs_accept_prob(scores), scores
 
 
 def merge_seed_order(parts: list[Any]) -> Any:
@@ -469,7 +493,7 @@ class MHSelector:
         return _order(out, self.per_class)
 
 
-class FilterSelector:
+class FilterSelector(SeedOrderSelector):
     """Label-consistency filtering with a D floor, in seed order (GaFi, Lampis et al. 2023, plus D).
 
     A candidate is kept when the label judge (a classifier of the real training split) gives its
@@ -480,57 +504,23 @@ class FilterSelector:
     fill are topped up with the rejects the judge found most consistent.
     """
 
+    needs_confidence = True
+
     def __init__(self, count: int, num_labels: int, per_class: bool, min_confidence: float,
                  floors: np.ndarray, first_seed: int, shares: list[float] | None = None) -> None:
-        from pipeline.generate import TopK
-
-        self.per_class = per_class and num_labels > 1
-        self.num_labels, self.first_seed = num_labels, first_seed
-        self.quota = _quotas(count, num_labels, self.per_class, shares)
+        super().__init__(count, num_labels, per_class, first_seed, shares)
         self.min_confidence, self.floors = min_confidence, np.asarray(floors, np.float64)
-        self.accepted: list[list[tuple[int, int, float]]] = [[] for _ in self.quota]
-        self.rejected = [TopK(q) for q in self.quota]   # keyed by confidence, minus 1 below the D floor
-        self.seen = self.failed_judge = self.failed_floor = 0
-        self.done = False
-        self.needs_confidence = True
+        self.failed_judge = self.failed_floor = 0
 
-    def add(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
-            confidence: np.ndarray | None = None) -> None:
+    def _verdict(self, scores: np.ndarray, seeds: np.ndarray, labels: np.ndarray,
+                 confidence: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if confidence is None:
             raise ValueError("the filter rule needs the label judge's confidence of each candidate")
-        self.seen += len(seeds)
         judged = confidence >= self.min_confidence
         floored = scores >= self.floors[labels]
         self.failed_judge += int((~judged).sum())
         self.failed_floor += int((judged & ~floored).sum())
-        accept = judged & floored
-        groups = _groups(labels, self.per_class)
-        for g in np.unique(groups):
-            idx = np.flatnonzero(groups == g)
-            room = self.quota[g] - len(self.accepted[g])
-            take = idx[accept[idx]][:max(room, 0)]
-            self.accepted[g] += [(int(labels[i]), int(seeds[i]), float(scores[i])) for i in take]
-            if len(self.accepted[g]) < self.quota[g]:
-                rest = np.setdiff1d(idx, take, assume_unique=True)
-                self.rejected[g].add(confidence[rest] - (~floored[rest]), seeds[rest], scores[rest])
-        self.done = all(len(a) >= q for a, q in zip(self.accepted, self.quota))
-
-    @property
-    def fallback(self) -> int:
-        return sum(max(q - len(a), 0) for a, q in zip(self.accepted, self.quota))
-
-    def entries(self) -> list[Entry]:
-        out: list[Entry] = []
-        for g, kept in enumerate(self.accepted):
-            rows = list(kept)
-            missing = self.quota[g] - len(rows)
-            if missing > 0:
-                top = self.rejected[g]
-                _, seeds = top.result()
-                rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(d))
-                         for s, d in zip(seeds[:missing], top.payload[:missing])]
-            out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
-        return _order(out, self.per_class)
+        return judged & floored, confidence - (~floored)   # rejects: most consistent first, floor-passers ahead
 
 
 def make_selector(rule: str, params: GenerateParams, num_labels: int, cal: Calibration | None = None,
