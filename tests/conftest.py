@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +69,23 @@ def crop_dir(tmp_path: Path, shapes_folder: Path) -> Path:
     crawl.run(CrawlParams(source="folder", root=shapes_folder, out=raw))
     crop.run(CropParams(input=raw, out=out, metrics=tmp_path / "metrics" / "crop.json", size=32))
     return out
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the project's tracked and new (not ignored) files in `dest`, as a fresh git repo."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
+    """Run the environment's `dvc` in `repo` (console scripts on PATH); fail the test with its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([bin_path("dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from pipeline import generate, train
 from pipeline.config import GenerateParams, TrainParams
-from pipeline.generate import GenerateError, class_quotas
+from pipeline.generate import class_quotas
 from pipeline.manifest import read_manifest
 from pipeline.train import label_weights
 

@@ -7,7 +7,6 @@ a single byte leaves, so a regression shows up as a failed test, not as traffic.
 """
 from __future__ import annotations
 
-import gzip
 import ipaddress
 import json
 import os

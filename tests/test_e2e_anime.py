@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from PIL import Image
 from face_board import FaceBoard, face_posts
 from moebooru_server import MoebooruServer
 from pipeline.manifest import read_manifest
-from tests.conftest import REPO
+from tests.conftest import copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -60,14 +59,7 @@ def recipe(base_url: str) -> list[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's tracked and new files as a committed git + DVC repository."""
-    dest = tmp_path_factory.mktemp("anime") / "repo"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.split()
-    for rel in listed:
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    run(dest, "git", "init", "-q")
+    dest = copy_repo(tmp_path_factory.mktemp("anime") / "repo")
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-q", "-m", "copy")
     return dest
