@@ -237,6 +237,7 @@ class EvaluateParams(_Section):
     lr: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine decay) of the evaluation classifier.")
     feature_steps: int = Field(2500, ge=1, description="Steps of the classifier trained on all real training images (real_accuracy_all; its features are the space of FD and precision/recall).")
     fractions: list[float] = Field([0.01, 0.1], description="Real-data fractions for the augmentation gain (subset vs subset + synthetic).")
+    gain_steps: int = Field(900, ge=1, description="Training steps of each augmentation-gain classifier, real subset and real + synthetic alike (the augmented set is ~3x larger than the largest one judged at `steps`, so it needs more steps to converge).")
     real_share: Optional[float] = Field(0.5, gt=0, lt=1, description="Share of the augmented training set that is real (the real subset is repeated to reach it); null: plain concatenation.")
     compare_rankings: bool = Field(True, description="Also judge sets chosen by each rule in `rules` from the same model and candidate pool.")
     rules: list[Literal["unranked", "filter", "topk", "drs", "mh"]] = Field(["unranked", "filter"], description="Selection rules to compare (also topk, drs, mh).")

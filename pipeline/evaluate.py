@@ -8,7 +8,8 @@ the images `generate` may use to calibrate D, so they never judge what they help
   synthetic images only. `real_accuracy`: trained on as many real training images.
 - Augmentation gain: trained on a real subset (each of `fractions`) vs that subset plus the
   export, the subset repeated to make up `real_share` of the mix (so 600 real images are not
-  drowned by 10,000 synthetic ones).
+  drowned by 10,000 synthetic ones); both arms train `gain_steps` steps, as the mix is
+  larger than the sets judged at `steps`.
 - Fidelity/diversity: Fréchet distance and k-NN precision/recall of each set against the
   real test images, in the 128-d penultimate features of the CNN trained on all real
   training images. The real subset of the same size gives the floor these numbers reach
@@ -45,6 +46,7 @@ from pipeline.reliability import reliability_report
 log = logging.getLogger(__name__)
 COLUMNS = ("real_reference", "export", "unranked", "filter", "topk", "drs", "mh")
 RULES = ("unranked", "filter", "topk", "drs", "mh")
+CALIBRATED_RULES = ("drs", "mh")  # the rules that calibrate D on held-out real test images
 
 
 class EvaluateError(PipelineError):
@@ -269,12 +271,15 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     if real_classes != classes:
         raise EvaluateError(f"evaluate.real: classes of {params.real} {real_classes} differ from the export's {classes}")
     gen = generate_settings(card, params)
-    calib = held_out_positions(len(test_labels), gen.calibration_samples, gen.seed)
+    rules = [r for r in params.rules if params.compare_rankings]
+    # Only drs and mh calibrate D on real test images; those are never judged on. Holding them
+    # back for filter/topk/unranked would shrink small test splits (anime crops) for nothing.
+    calibrated = gen.rank in CALIBRATED_RULES or any(r in CALIBRATED_RULES for r in rules)
+    calib = held_out_positions(len(test_labels), gen.calibration_samples, gen.seed) if calibrated else np.empty(0, np.int64)
     keep = np.setdiff1d(np.arange(len(test_labels)), calib)
     test = LabelledSet(test_images, test_labels).take(keep)
     real = LabelledSet(train_images, train_labels)
     num_classes = len(classes)
-    rules = [r for r in params.rules if params.compare_rankings]
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
 
@@ -300,8 +305,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         results["real_reference"].append(judge.judge(real.take(_subset(len(real), n_ref, seed + 17)), seed))
         for fraction in params.fractions:
             subset = real.take(_stratified(real.labels, fraction, seed + 19, num_classes))
-            _, acc_small, _ = judge.fit(subset, seed=seed)
-            _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share), seed=seed)
+            _, acc_small, _ = judge.fit(subset, params.gain_steps, seed=seed)
+            _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share), params.gain_steps, seed=seed)
             g = gains.setdefault(f"{fraction * 100:g}pct", {"real_images": [], "real": [], "augmented": [], "gain": []})
             for key, value in (("real_images", len(subset)), ("real", acc_small), ("augmented", acc_aug),
                                ("gain", acc_aug - acc_small)):

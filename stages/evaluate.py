@@ -17,6 +17,7 @@ def command(
     steps: Annotated[Optional[int], option(P, "steps")] = None,
     seeds: Annotated[Optional[int], option(P, "seeds")] = None,
     feature_steps: Annotated[Optional[int], option(P, "feature_steps")] = None,
+    gain_steps: Annotated[Optional[int], option(P, "gain_steps")] = None,
     fractions: Annotated[Optional[str], option(P, "fractions")] = None,
     compare_rankings: Annotated[Optional[bool], option(P, "compare_rankings", "--compare-rankings/--no-compare-rankings")] = None,
     rules: Annotated[Optional[str], option(P, "rules")] = None,

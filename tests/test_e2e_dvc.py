@@ -18,7 +18,7 @@ TINY = {
     "train": {"epochs": 1, "batch_size": 32, "z_dim": 16, "g_channels": 8, "d_channels": 8, "embed_dim": 4,
               "threads": 1, "checkpoint_every": 2, "grid_per_class": 3, "judge_steps": 5},
     "generate": {"count": 40, "oversample": 2, "batch_size": 40, "threads": 1, "writers": 1},
-    "evaluate": {"steps": 3, "feature_steps": 3, "seeds": 2, "batch_size": 16, "fractions": [0.1], "compare_count": 10,
+    "evaluate": {"steps": 3, "feature_steps": 3, "gain_steps": 3, "seeds": 2, "batch_size": 16, "fractions": [0.1], "compare_count": 10,
                  "feature_samples": 40,
                  "grid_per_class": 2, "threads": 1},
 }

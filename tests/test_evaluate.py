@@ -263,7 +263,7 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"evaluate": {
         "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
-        "out": str(out), "metrics": str(metrics), "steps": 4, "feature_steps": 6, "seeds": 2, "batch_size": 16, "fractions": [0.1, 0.5],
+        "out": str(out), "metrics": str(metrics), "steps": 4, "feature_steps": 6, "gain_steps": 5, "seeds": 2, "batch_size": 16, "fractions": [0.1, 0.5],
         "rules": ["unranked", "filter", "topk", "drs", "mh"],
         "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1}}))
     result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
@@ -271,6 +271,7 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     assert "CAS" in result.output and "best rule" in result.output
     m = json.loads(metrics.read_text())
     assert m["train_images"] == 30 and m["test_images"] + m["held_out_for_calibration"] == 60
+    assert m["held_out_for_calibration"] > 0  # drs and mh calibrate on held-out test images
     for key in ("cas", "real_accuracy", "real_accuracy_all"):
         assert 0 <= m[key] <= 1
     assert m["seeds"] == [0, 1] and m["cas_std"] >= 0 and "gain_std" in m["gain"]["10pct"]
@@ -286,6 +287,18 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     for name in ("per_class_precision.csv", "per_class_recall.csv", "scores.png", "per_class_accuracy.png",
                  "top.png", "bottom.png"):
         assert (out / name).exists(), name
+
+
+def test_evaluate_judges_on_the_whole_test_split_when_no_rule_calibrates(tmp_path: Path,
+                                                                        pipeline_dirs: dict[str, Path]) -> None:
+    from pipeline import evaluate
+    from pipeline.config import EvaluateParams
+
+    m = evaluate.run(EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"],
+                                    checkpoint=pipeline_dirs["ckpt"], out=tmp_path / "e", metrics=tmp_path / "m.json",
+                                    steps=2, feature_steps=2, seeds=1, batch_size=16, fractions=[], compare_count=12,
+                                    rules=["unranked", "filter"], feature_samples=20, threads=1)).metrics
+    assert m["held_out_for_calibration"] == 0 and m["test_images"] == 60
 
 
 def test_evaluate_refuses_data_without_a_test_split(tmp_path: Path, crop_dir: Path, pipeline_dirs: dict[str, Path]) -> None:
