@@ -153,6 +153,20 @@ def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = Non
     return runs_[torch.randperm(len(runs_), generator=gen)].flatten()
 
 
+def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> float:
+    """The EMA decay for `step`: 0 (a copy) before `start`, then `decay`, its half-life capped at
+    `rampup` x the steps since `start`.
+
+    Without the cap, 0.999 (a 693-step half-life) kept a 700-step run's EMA at 77% G-at-step-200:
+    fine for the 4,685 steps of the Fashion-MNIST default, wrong for a few hundred anime faces.
+    """
+    if step < start:
+        return 0.0
+    if rampup is None:
+        return decay
+    return min(decay, 0.5 ** (1.0 / (rampup * (step - start + 1))))
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -372,8 +386,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        decay = 0.0 if self.step < p.ema_start else p.ema_decay
-        update_ema(self.g_ema, self.g, decay)
+        update_ema(self.g_ema, self.g, ema_decay_at(self.step, p.ema_decay, p.ema_start, p.ema_rampup))
         row = torch.stack([loss_d.detach(), loss_g.detach(), out_real.float().mean(), out_fake.float().mean()])
         return self.ctx.mean(row.tolist())
 

@@ -100,3 +100,19 @@ def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
 def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path, crop_dir: Path) -> None:
     with pytest.raises(train.TrainError, match="batch_size: 512 is larger than the 96"):
         train.run(params(tmp_path, crop_dir, "big", batch_size=512))
+
+
+def test_ema_of_a_short_run_forgets_the_generator_it_started_from() -> None:
+    """The weight the EMA still gives the G copied at ema_start, after 490 more steps (a small anime run)."""
+    def weight_of_start(rampup: float | None, steps: int) -> float:
+        w = 1.0
+        for step in range(201, 201 + steps):
+            w *= train.ema_decay_at(step, 0.999, 200, rampup)
+        return w
+
+    assert train.ema_decay_at(199, 0.999, 200, 0.25) == 0.0      # a copy before ema_start
+    assert weight_of_start(None, 490) > 0.6                      # 0.999 from the start: mostly the old G
+    assert weight_of_start(0.25, 490) < 0.01                     # half-life capped at 0.25 x 490 steps
+    assert train.ema_decay_at(200 + 10_000, 0.999, 200, 0.25) == 0.999   # long runs reach the set decay
+    # the Fashion-MNIST default (4,685 steps): the ramp-up leaves the final EMA almost as it was
+    assert weight_of_start(0.25, 4485) < 0.01 and weight_of_start(None, 4485) < 0.02
