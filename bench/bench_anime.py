@@ -5,7 +5,8 @@ loopback Moebooru server, runs every stage with `augment` against a params file 
 recipe's values plus the sizes below), and prints the wall time of each stage and the evaluate
 headline; sample grids per epoch, metrics and the export card are copied to `--keep`.
 
-    flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 8 --keep bench/anime-run
+    flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 30 \\
+        --diffaugment color,translation,cutout --keep bench/anime-run
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--eval-steps", type=int, default=300)
     ap.add_argument("--feature-steps", type=int, default=800)
     ap.add_argument("--fractions", type=float, nargs="*", default=[])
+    ap.add_argument("--diffaugment", default="", help='train.diffaugment, e.g. "color,translation,cutout"')
+    ap.add_argument("--ema-rampup", type=float, default=0.25, help="train.ema_rampup; 0 = off (the EMA of earlier releases)")
     args = ap.parse_args()
     hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -50,7 +53,8 @@ def main() -> None:
                                variant="sample", delay=0.0, workers=4)
         params["crop"].update(mode="faces", size=64, label_from="tags", test_fraction=0.2, workers=0)
         params["train"].update(epochs=args.epochs, batch_size=64, g_channels=args.channels, d_channels=args.channels,
-                               checkpoint_every=10 ** 6, judge_steps=args.judge_steps)
+                               checkpoint_every=10 ** 6, judge_steps=args.judge_steps,
+                               diffaugment=args.diffaugment, ema_rampup=args.ema_rampup or None)
         params["generate"].update(count=args.count, oversample=10, batch_size=500)
         params["evaluate"].update(compare_count=min(args.count, 2000), steps=args.eval_steps,
                                   feature_steps=args.feature_steps, gain_steps=args.eval_steps, fractions=args.fractions)

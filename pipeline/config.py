@@ -174,7 +174,15 @@ class TrainParams(_Section):
     mbstd_by_class: bool = Field(True, description="Batches of one-class runs of mbstd_group images (real and generated), so minibatch-std sees the variety within a class, not between classes.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the generator EMA used for sampling.")
     ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
+    diffaugment: str = Field("", description="DiffAugment policies applied to every image D sees, real and generated (comma-separated: color, translation, cutout; \"\" = off). For a few thousand images or fewer, e.g. anime faces: color,translation,cutout.")
     ema_rampup: Optional[float] = Field(0.25, gt=0, description="The EMA's half-life is at most this share of the steps since ema_start (StyleGAN's ramp-up), so a short run samples from its recent G, not from G at ema_start; null: ema_decay from the start.")
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policies(cls, value: str) -> str:
+        from pipeline.diffaugment import parse_policy
+
+        return ",".join(parse_policy(value))
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")

@@ -26,6 +26,7 @@ from pipeline import __version__
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.diffaugment import diff_augment, parse_policy
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
@@ -251,6 +252,10 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
         self.noise = torch.Generator().manual_seed(params.seed + 1)
+        self.diffaug = parse_policy(params.diffaugment)
+        # Its own stream (per rank: each rank augments its own slice), so turning DiffAugment
+        # on leaves the noise and data order of a run unchanged.
+        self.aug_gen = torch.Generator().manual_seed(params.seed + 2 + 1009 * ctx.rank)
         self.label_weights = label_weights(data.meta.get("class_counts", []), params.label_sampling)
         self.step = 0
         self.history: list[list[float]] = []
@@ -300,7 +305,7 @@ class Trainer:
             "params": to_jsonable(self.params), "data_sha256": self.data.digest, "data_meta": {k: v for k, v in self.data.meta.items() if k != "params"},
             "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
-            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
+            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
             **({"judge": self.judge} if self.judge is not None else {}),
         }
@@ -322,6 +327,8 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
         self.noise.set_state(state["rng"]["noise"])
+        if "augment" in state["rng"]:   # checkpoints from before DiffAugment have none
+            self.aug_gen.set_state(state["rng"]["augment"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = state["history"].tolist()
         self.judge = state.get("judge")
@@ -360,6 +367,12 @@ class Trainer:
         y = y.repeat_interleave(group)
         return z, self._local(y).to(self.device)
 
+    def _judge(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
+        if self.diffaug:
+            x = diff_augment(x, self.diffaug, self.aug_gen).contiguous(memory_format=torch.channels_last)
+        return self.d_train(x, y)
+
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
         n = idx.shape[0]
@@ -371,7 +384,7 @@ class Trainer:
             with autocast(self.device, self.precision):
                 with torch.no_grad():
                     fake = self.g_train(z, y_fake)
-                out_real, out_fake = self.d_train(real, y_real), self.d_train(fake, y_fake)
+                out_real, out_fake = self._judge(real, y_real), self._judge(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
             if p.loss == "wgan-gp":
                 alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
@@ -381,7 +394,7 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            out_gen = self.d_train(self.g_train(z, y_fake), y_fake)
+            out_gen = self._judge(self.g_train(z, y_fake), y_fake)
             loss_g = g_loss(p.loss, out_gen.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -15,6 +15,7 @@ def command(
     out: Annotated[Optional[Path], option(P, "out")] = None,
     loss: Annotated[Optional[str], option(P, "loss")] = None,
     label_sampling: Annotated[Optional[str], option(P, "label_sampling")] = None,
+    diffaugment: Annotated[Optional[str], option(P, "diffaugment")] = None,
     epochs: Annotated[Optional[int], option(P, "epochs")] = None,
     max_steps: Annotated[Optional[int], option(P, "max_steps")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,

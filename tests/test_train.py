@@ -116,3 +116,32 @@ def test_ema_of_a_short_run_forgets_the_generator_it_started_from() -> None:
     assert train.ema_decay_at(200 + 10_000, 0.999, 200, 0.25) == 0.999   # long runs reach the set decay
     # the Fashion-MNIST default (4,685 steps): the ramp-up leaves the final EMA almost as it was
     assert weight_of_start(0.25, 4485) < 0.01 and weight_of_start(None, 4485) < 0.02
+
+
+def test_diffaugment_is_differentiable_reproducible_and_changes_what_d_sees() -> None:
+    from pipeline.diffaugment import diff_augment, parse_policy
+
+    x = torch.linspace(-1, 1, 2 * 3 * 16 * 16).view(2, 3, 16, 16).requires_grad_(True)
+    policy = parse_policy("color, translation,cutout")
+    out = diff_augment(x, policy, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    assert torch.equal(out, diff_augment(x, policy, torch.Generator().manual_seed(0)))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0          # G learns through the augmentation
+    cut = diff_augment(torch.ones(4, 1, 16, 16), ("cutout",), torch.Generator().manual_seed(1))
+    assert ((cut == 0).flatten(1).sum(1) > 0).all()               # a square zeroed in every image
+    with pytest.raises(ValueError, match="'flip'.*color, translation, cutout"):
+        parse_policy("color,flip")
+
+
+def test_diffaugment_trains_and_resumes(tmp_path: Path, crop_dir: Path) -> None:
+    params = TrainParams(input=crop_dir, out=tmp_path / "run", metrics=tmp_path / "m.json", batch_size=8, z_dim=8,
+                         g_channels=8, d_channels=8, embed_dim=4, max_steps=3, threads=1, judge_steps=0,
+                         diffaugment="translation,cutout")
+    train.run(params)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["params"]["diffaugment"] == "translation,cutout" and "augment" in state["rng"]
+    summary = train.run(params.model_copy(update={"max_steps": 5}), resume=True)
+    assert summary.steps == 5
+    with pytest.raises(Exception, match="diffaugment"):
+        TrainParams(diffaugment="colour")
