@@ -150,6 +150,18 @@ class CropParams(_Section):
         return self
 
 
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+def parse_diffaugment(policy: str) -> tuple[str, ...]:
+    """"color,translation" -> ("color", "translation"); "" -> (); an unknown name raises ValueError."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    bad = [n for n in names if n not in DIFFAUGMENT_POLICIES]
+    if bad:
+        raise ValueError(f"unknown DiffAugment policy {bad[0]!r}; allowed: {', '.join(DIFFAUGMENT_POLICIES)} (comma-separated)")
+    return names
+
+
 class TrainParams(_Section):
     input: Path = Field(Path("data/crop"), description="The crop output folder to train on.")
     out: Path = Field(Path("runs/train"), description="Checkpoints, sample grids and loss curves go here.")
@@ -180,9 +192,7 @@ class TrainParams(_Section):
     @field_validator("diffaugment")
     @classmethod
     def _known_policies(cls, value: str) -> str:
-        from pipeline.diffaugment import parse_policy
-
-        return ",".join(parse_policy(value))
+        return ",".join(parse_diffaugment(value))
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
@@ -215,7 +225,7 @@ class GenerateParams(_Section):
     # Selection rule when ranked (see pipeline/ranking.py and docs/evaluate.md).
     rank: Literal["filter", "topk", "drs", "mh"] = Field("filter", description="filter: keep candidates the label judge recognises and D does not rank among its worst, in seed order; topk: the top D scores; drs: Discriminator Rejection Sampling; mh: Metropolis-Hastings (docs/evaluate.md).")
     min_confidence: float = Field(0.5, ge=0, le=1, description="filter: the label judge's least probability for the requested class.")
-    d_floor: float = Field(40.0, ge=0, lt=100, description="filter: drop candidates whose D score is below this percentile of their class (0 = no D floor).")
+    d_floor: float = Field(30.0, ge=0, lt=100, description="filter: drop candidates whose D score is below this percentile of their class (0 = no D floor).")
     d_stats: Literal["generated", "running"] = Field("generated", description="D's batch-norm statistics when scoring: re-estimated on generated batches, as D saw fakes in training (generated), or the running averages of training (running).")
     latent_scale: float = Field(1.0, gt=0, description="Standard deviation of the latent z (above 1 trades fidelity for variety).")
     real: Path = Field(Path("data/crop"), description="Crop output whose test split holds the held-out real images that calibrate D (drs, mh).")

@@ -13,16 +13,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    """"color,translation" -> ("color", "translation"); "" -> (); unknown names raise ValueError."""
-    names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    bad = [n for n in names if n not in POLICIES]
-    if bad:
-        raise ValueError(f"unknown DiffAugment policy {bad[0]!r}; allowed: {', '.join(POLICIES)} (comma-separated)")
-    return names
+from pipeline.config import DIFFAUGMENT_POLICIES as POLICIES  # noqa: F401  (the names live with the params)
+from pipeline.config import parse_diffaugment as parse_policy  # noqa: F401
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
