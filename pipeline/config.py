@@ -188,11 +188,6 @@ class TrainParams(_Section):
     ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
     diffaugment: str = Field("", description="DiffAugment policies applied to every image D sees, real and generated (comma-separated: color, translation, cutout; \"\" = off). For a few thousand images or fewer, e.g. anime faces: color,translation,cutout.")
     ema_rampup: Optional[float] = Field(0.25, gt=0, description="The EMA's half-life is at most this share of the steps since ema_start (StyleGAN's ramp-up), so a short run samples from its recent G, not from G at ema_start; null: ema_decay from the start.")
-
-    @field_validator("diffaugment")
-    @classmethod
-    def _known_policies(cls, value: str) -> str:
-        return ",".join(parse_diffaugment(value))
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
@@ -203,6 +198,11 @@ class TrainParams(_Section):
     grid_per_class: int = Field(10, ge=1, le=32, description="Samples per class (row) in the epoch grids.")
     judge_steps: int = Field(1250, ge=0, description="Steps of the label judge, a small classifier of the real training split kept in the checkpoint for `generate.rank: filter` (0 = none).")
     judge_batch_size: int = Field(256, ge=2, description="Batch size of the label judge.")
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policies(cls, value: str) -> str:
+        return ",".join(parse_diffaugment(value))
 
 
 class GenerateParams(_Section):

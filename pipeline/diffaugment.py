@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from pipeline.config import DIFFAUGMENT_POLICIES as POLICIES  # noqa: F401  (the names live with the params)
-from pipeline.config import parse_diffaugment as parse_policy  # noqa: F401
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
-    """x (N x C x H x W, in [-1, 1]) with each policy applied, per image, in order."""
+    """x (N x C x H x W, in [-1, 1]) with each policy applied, per image, in order.
+
+    `policy` comes from `pipeline.config.parse_diffaugment`, which owns the allowed names.
+    """
     for name in policy:
         x = _FNS[name](x, gen)
     return x

@@ -24,9 +24,9 @@ from torch import nn
 
 from pipeline import __version__
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import TrainParams, to_jsonable
+from pipeline.config import TrainParams, parse_diffaugment, to_jsonable
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
-from pipeline.diffaugment import diff_augment, parse_policy
+from pipeline.diffaugment import diff_augment
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
@@ -252,7 +252,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
         self.noise = torch.Generator().manual_seed(params.seed + 1)
-        self.diffaug = parse_policy(params.diffaugment)
+        self.diffaug = parse_diffaugment(params.diffaugment)
         # Its own stream (per rank: each rank augments its own slice), so turning DiffAugment
         # on leaves the noise and data order of a run unchanged.
         self.aug_gen = torch.Generator().manual_seed(params.seed + 2 + 1009 * ctx.rank)
@@ -367,7 +367,7 @@ class Trainer:
         y = y.repeat_interleave(group)
         return z, self._local(y).to(self.device)
 
-    def _judge(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
         if self.diffaug:
             x = diff_augment(x, self.diffaug, self.aug_gen).contiguous(memory_format=torch.channels_last)
@@ -384,7 +384,7 @@ class Trainer:
             with autocast(self.device, self.precision):
                 with torch.no_grad():
                     fake = self.g_train(z, y_fake)
-                out_real, out_fake = self._judge(real, y_real), self._judge(fake, y_fake)
+                out_real, out_fake = self._d_logits(real, y_real), self._d_logits(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
             if p.loss == "wgan-gp":
                 alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
@@ -394,7 +394,7 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            out_gen = self._judge(self.g_train(z, y_fake), y_fake)
+            out_gen = self._d_logits(self.g_train(z, y_fake), y_fake)
             loss_g = g_loss(p.loss, out_gen.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

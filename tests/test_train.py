@@ -119,7 +119,8 @@ def test_ema_of_a_short_run_forgets_the_generator_it_started_from() -> None:
 
 
 def test_diffaugment_is_differentiable_reproducible_and_changes_what_d_sees() -> None:
-    from pipeline.diffaugment import diff_augment, parse_policy
+    from pipeline.config import parse_diffaugment as parse_policy
+    from pipeline.diffaugment import diff_augment
 
     x = torch.linspace(-1, 1, 2 * 3 * 16 * 16).view(2, 3, 16, 16).requires_grad_(True)
     policy = parse_policy("color, translation,cutout")
