@@ -1,8 +1,8 @@
 """The augmentation-gain protocol: real subset alone vs subset + export, by classifier steps and real share.
 
 For each `fraction:share:steps` (share `real` = the subset alone) and each seed, the evaluate
-stage's own code picks the class-stratified real subset and builds the mix (`_stratified`,
-`_augmented`), trains the yardstick CNN and tests it on the real test split, as
+stage's own code picks the class-stratified real subset and builds the mix (`yardstick.stratified_subset`,
+`yardstick.augmented_mix`), trains the yardstick CNN and tests it on the real test split, as
 `augment evaluate` does for its `gain` metrics. Prints mean ± std per row and writes --out (JSON).
 docs/evaluate.md ("The augmentation gain needs a converged classifier too") has the table.
 
@@ -21,7 +21,8 @@ import torch
 
 from pipeline import evaluate as ev
 from pipeline.classifier import TrainConfig, accuracy, predict, train_classifier
-from pipeline.ranking import load_split
+from pipeline.data import load_split
+from pipeline.yardstick import LabelledSet, augmented_mix, stratified_subset
 
 
 def main() -> None:
@@ -36,14 +37,14 @@ def main() -> None:
     export, classes, _ = ev.load_export_set(args.export)
     train_images, train_labels, _, _ = load_split(args.real, "train")
     test_images, test_labels, _, _ = load_split(args.real, "test")
-    real, k = ev.LabelledSet(train_images, train_labels), len(classes)
+    real, k = LabelledSet(train_images, train_labels), len(classes)
     results = {}
     for row in args.rows:
         fraction, share, steps = row.split(":")
         accs = []
         for seed in range(args.seeds):
-            subset = real.take(ev._stratified(real.labels, float(fraction), seed + 19, k))
-            data = subset if share == "real" else ev._augmented(subset, export, float(share))
+            subset = real.take(stratified_subset(real.labels, float(fraction), seed + 19, k))
+            data = subset if share == "real" else augmented_mix(subset, export, float(share))
             started = time.perf_counter()
             model = train_classifier(data.images, torch.from_numpy(data.labels), k, TrainConfig(steps=int(steps), seed=seed))
             accs.append(accuracy(predict(model, test_images), test_labels, k)[0])

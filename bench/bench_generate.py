@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import generate  # noqa: E402
 from pipeline.config import GenerateParams  # noqa: E402
 from pipeline.device import autocast  # noqa: E402
+from pipeline.sampling import Sampler  # noqa: E402
 
 
-def pure_forward(sampler: generate.Sampler, n: int, batch: int) -> float:
+def pure_forward(sampler: Sampler, n: int, batch: int) -> float:
     """Candidates per second of G then D alone, on latents drawn beforehand."""
     z = torch.randn(n, sampler.cfg.z_dim)
     y = torch.arange(n) % sampler.num_labels
@@ -80,7 +81,7 @@ def main() -> None:
     print("| precision | pure G+D cand/s | stage cand/s | images written/s | stage / pure |")
     print("| --- | --- | --- | --- | --- |")
     for precision in args.precisions:
-        sampler = generate.Sampler.from_checkpoint(args.checkpoint, torch.device("cpu"), precision)
+        sampler = Sampler.from_checkpoint(args.checkpoint, torch.device("cpu"), precision)
         pure = pure_forward(sampler, args.count * args.oversample, args.batch)
         run = stage(args.checkpoint, args.count, args.oversample, args.batch, precision, args.writers)
         cps = run["candidates"] / run["seconds"]

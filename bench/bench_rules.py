@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import evaluate as ev
+from pipeline.comparison import compare_rules, make_sampler, ranking_metrics
 from pipeline.config import EvaluateParams, GenerateParams
-from pipeline.ranking import held_out_positions, load_split
+from pipeline.data import load_split
+from pipeline.progress import SILENT
+from pipeline.ranking import held_out_positions
+from pipeline.yardstick import Judge, LabelledSet
 
 
 def main() -> None:
@@ -44,11 +47,11 @@ def main() -> None:
     test_images, test_labels, _, classes = load_split(args.real, "test")
     train_images, train_labels, _, _ = load_split(args.real, "train")
     held = held_out_positions(len(test_labels), GenerateParams().calibration_samples, GenerateParams().seed)
-    test = ev.LabelledSet(test_images, test_labels).take(np.setdiff1d(np.arange(len(test_labels)), held))
+    test = LabelledSet(test_images, test_labels).take(np.setdiff1d(np.arange(len(test_labels)), held))
     # (drs/mh calibrate on `held`; it stays out of the test set here whatever the rules, so rows compare.)
-    judge = ev._Judge(params, test, len(classes), device, ev.SILENT)
+    judge = Judge(params, test, len(classes), device, SILENT)
     started = time.perf_counter()
-    model, acc_all, _ = judge.fit(ev.LabelledSet(train_images, train_labels), params.feature_steps, seed=params.seed)
+    model, acc_all, _ = judge.fit(LabelledSet(train_images, train_labels), params.feature_steps, seed=params.seed)
     judge.set_feature_model(model)
     print(f"all-real classifier: {acc_all:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -56,10 +59,10 @@ def main() -> None:
         started = time.perf_counter()
         rules = setting.pop("rules")
         gen = GenerateParams(checkpoint=args.checkpoint, real=args.real, **setting)
-        sampler = ev._sampler(params, gen, len(classes), device)
-        runs = [ev._compare_rules(params, gen, rules, judge, sampler, args.count, params.seed + s, ev.SILENT)
+        sampler = make_sampler(gen, len(classes), device)
+        runs = [compare_rules(params, gen, rules, judge, sampler, args.count, params.seed + s, SILENT)
                 for s in range(args.seeds)]
-        ranking = ev._ranking_metrics(rules, runs, gen)["ranking"]
+        ranking = ranking_metrics(rules, runs, gen)["ranking"]
         results[name] = {"setting": setting, **ranking}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))

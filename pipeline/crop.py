@@ -269,24 +269,6 @@ def hash_split(sources: list[str], labels: list[Optional[str]], fraction: float)
     return ["test" if key in test else "train" for key in sources]
 
 
-def read_split(folder: Path, split: str) -> tuple[np.ndarray, list[Record], list[str]]:
-    """One split of a crop output: N x H x W x C uint8 images, their records, and the classes."""
-    import json
-
-    folder = Path(folder)
-    classes = list(json.loads((folder / "meta.json").read_text()).get("classes", []))
-    records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == split]
-    shards = ShardReader(folder)
-    loaded: dict[str, np.ndarray] = {}
-    rows = []
-    for r in records:
-        if r.file not in loaded:
-            loaded[r.file] = shards.load_all(r.file)
-        rows.append(loaded[r.file][r.index])
-    images = np.stack(rows) if rows else np.zeros((0, 1, 1, 1), np.uint8)
-    return images, records, classes
-
-
 def preview_grid(images: np.ndarray, records: list[Record], classes: list[str], per_row: int = 12) -> np.ndarray:
     """One row per class (up to 16 rows), or a plain grid for unlabelled data."""
     if not classes:

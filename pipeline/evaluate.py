@@ -1,4 +1,6 @@
-"""The evaluate stage: does the synthetic data help a classifier on real data, and does ranking help?
+"""The evaluate stage: an export's CAS, augmentation gains and fidelity, and the rule comparison, as metrics and plots.
+
+Does the synthetic data help a classifier on real data, and does ranking help?
 
 Every number comes from the fixed small CNN of `pipeline.classifier`, trained for the same
 number of steps on each set and tested on the real test split of the crop output (less
@@ -35,13 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.classifier import TrainConfig, accuracy, features, predict, train_classifier
+from pipeline.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.config import EvaluateParams, GenerateParams, to_jsonable
+from pipeline.data import load_split
+from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
-from pipeline.fidelity import frechet_distance, precision_recall
 from pipeline.io import atomic_path, image_grid, save_png, write_json
+from pipeline.manifest import path_inside
 from pipeline.progress import SILENT, Progress
+from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
+from pipeline.yardstick import Judge, Judged, LabelledSet, augmented_mix, mean_std, random_subset, stratified_subset
 
 log = logging.getLogger(__name__)
 COLUMNS = ("real_reference", "export", "unranked", "filter", "topk", "drs", "mh")
@@ -51,42 +57,6 @@ CALIBRATED_RULES = ("drs", "mh")  # the rules that calibrate D on held-out real 
 
 class EvaluateError(PipelineError):
     """Evaluation cannot run (no test split, unlabelled data, classes that differ, ...)."""
-
-
-@dataclass
-class LabelledSet:
-    images: torch.Tensor   # N x C x H x W uint8
-    labels: np.ndarray     # N int64
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, idx: np.ndarray) -> "LabelledSet":
-        return LabelledSet(self.images[torch.from_numpy(np.asarray(idx, np.int64))], self.labels[idx])
-
-    def __add__(self, other: "LabelledSet") -> "LabelledSet":
-        return LabelledSet(torch.cat([self.images, other.images]), np.concatenate([self.labels, other.labels]))
-
-
-@dataclass
-class Judged:
-    """What one training set scores."""
-
-    accuracy: float
-    per_class_accuracy: list[float]
-    fd: float | None = None
-    precision: float | None = None
-    recall: float | None = None
-    per_class_precision: list[float] = field(default_factory=list)
-    per_class_recall: list[float] = field(default_factory=list)
-
-    def headline(self) -> dict[str, float]:
-        out = {"accuracy": round(self.accuracy, 4)}
-        for name in ("fd", "precision", "recall"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = round(value, 4)
-        return out
 
 
 @dataclass
@@ -150,8 +120,6 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     """The export's synthetic images (uint8) and label ids, its classes and its dataset card."""
     from PIL import Image
 
-    from pipeline.manifest import path_inside
-
     folder = Path(folder)
     card_path = folder / "dataset.json"
     if not card_path.exists():
@@ -181,82 +149,11 @@ def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateP
     return GenerateParams.model_validate(raw)
 
 
-def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
-
-
-def _augmented(real: LabelledSet, synthetic: LabelledSet, real_share: float | None) -> LabelledSet:
-    """real + synthetic, the real images repeated so that they make up about `real_share` of the set."""
-    if real_share is None:
-        return real + synthetic
-    reps = max(1, round(real_share / (1 - real_share) * len(synthetic) / len(real)))
-    return real.take(np.tile(np.arange(len(real)), reps)) + synthetic
-
-
-def _stratified(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> np.ndarray:
-    """`fraction` of the images, the same share of every class (at least one each), by seed."""
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        if len(idx):
-            picked.append(rng.permutation(idx)[:max(1, int(round(fraction * len(idx))))])
-    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
-
-
 # --- the stage ------------------------------------------------------------------------------
 
 
-class _Judge:
-    """Trains the fixed classifier on a set and measures it against the real test set."""
-
-    def __init__(self, params: EvaluateParams, test: LabelledSet, num_classes: int, device: torch.device,
-                 progress: Progress) -> None:
-        self.params, self.test, self.k, self.device, self.progress = params, test, num_classes, device, progress
-        self.cfg = TrainConfig(steps=params.steps, batch_size=params.batch_size, lr=params.lr, seed=params.seed)
-        self.feature_model: Any = None
-        self.real_features = np.empty(0)
-        self.real_feature_labels = np.empty(0, np.int64)
-
-    def fit(self, data: LabelledSet, steps: int | None = None, seed: int | None = None) -> tuple[Any, float, list[float]]:
-        cfg = TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
-                             **({"seed": seed} if seed is not None else {})})
-        model = train_classifier(data.images, torch.from_numpy(data.labels), self.k, cfg, self.device)
-        acc, per_class = accuracy(predict(model, self.test.images, device=self.device), self.test.labels, self.k)
-        self.progress.advance("classifiers")
-        return model, acc, per_class
-
-    def set_feature_model(self, model: Any) -> None:
-        self.feature_model = model
-        idx = _subset(len(self.test), self.params.feature_samples, self.params.seed + 11)
-        self.real_features = features(model, self.test.images[torch.from_numpy(idx)], device=self.device)
-        self.real_feature_labels = self.test.labels[idx]
-
-    def judge(self, data: LabelledSet, seed: int | None = None) -> Judged:
-        _, acc, per_class = self.fit(data, seed=seed)
-        out = Judged(acc, per_class)
-        idx = _subset(len(data), self.params.feature_samples, self.params.seed + 13)
-        feats = features(self.feature_model, data.images[torch.from_numpy(idx)], device=self.device)
-        labels = data.labels[idx]
-        kk = self.params.k
-        if len(feats) > kk and len(self.real_features) > kk:
-            out.fd = frechet_distance(self.real_features, feats) if len(feats) > 1 else None
-            out.precision, out.recall = precision_recall(self.real_features, feats, kk)
-        for c in range(self.k):
-            r, f = self.real_features[self.real_feature_labels == c], feats[labels == c]
-            if len(r) > kk and len(f) > kk:
-                p, rc = precision_recall(r, f, kk)
-            else:
-                p = rc = float("nan")
-            out.per_class_precision.append(p)
-            out.per_class_recall.append(rc)
-        return out
-
-
 def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
-    from pipeline.device import resolve_device, set_threads
-    from pipeline.ranking import held_out_positions, load_split
-
+    """Measure the export (CAS, gains, fidelity) and compare the selection rules; write metrics, CSVs and plots."""
     started = time.perf_counter()
     device = resolve_device(params.device)
     set_threads(params.threads)
@@ -284,7 +181,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
 
     seeds = [params.seed + i for i in range(params.seeds)]
-    judge = _Judge(params, test, num_classes, device, progress)
+    judge = Judge(params, test, num_classes, device, progress)
     progress.start("classifiers", total=1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules)),
                    description="train classifiers")
     metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
@@ -298,38 +195,38 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     results: dict[str, list[Judged]] = {name: [] for name in ("export", "real_reference")}
     gains: dict[str, dict[str, list[float]]] = {}
     n_ref = min(len(export), len(real))
-    sampler = _sampler(params, gen, num_classes, device) if rules else None
-    rule_runs: list[dict[str, Any]] = []
+    sampler = make_sampler(gen, num_classes, device) if rules else None
+    rule_runs = []
     for seed in seeds:
         results["export"].append(judge.judge(export, seed))
-        results["real_reference"].append(judge.judge(real.take(_subset(len(real), n_ref, seed + 17)), seed))
+        results["real_reference"].append(judge.judge(real.take(random_subset(len(real), n_ref, seed + 17)), seed))
         for fraction in params.fractions:
-            subset = real.take(_stratified(real.labels, fraction, seed + 19, num_classes))
+            subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
             _, acc_small, _ = judge.fit(subset, params.gain_steps, seed=seed)
-            _, acc_aug, _ = judge.fit(_augmented(subset, export, params.real_share), params.gain_steps, seed=seed)
+            _, acc_aug, _ = judge.fit(augmented_mix(subset, export, params.real_share), params.gain_steps, seed=seed)
             g = gains.setdefault(f"{fraction * 100:g}pct", {"real_images": [], "real": [], "augmented": [], "gain": []})
             for key, value in (("real_images", len(subset)), ("real", acc_small), ("augmented", acc_aug),
                                ("gain", acc_aug - acc_small)):
                 g[key].append(value)
         if sampler is not None:
-            rule_runs.append(_compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
+            rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
     progress.finish("classifiers")
 
-    metrics.update(_mean_std("cas", [j.accuracy for j in results["export"]]))
-    metrics.update(_mean_std("real_accuracy", [j.accuracy for j in results["real_reference"]]))
+    metrics.update(mean_std("cas", [j.accuracy for j in results["export"]]))
+    metrics.update(mean_std("real_accuracy", [j.accuracy for j in results["real_reference"]]))
     metrics["cas_gap"] = round(metrics["real_accuracy"] - metrics["cas"], 4)
     metrics["cas_ratio"] = round(metrics["cas"] / metrics["real_accuracy"], 4) if metrics["real_accuracy"] else None
     metrics.update(reliability_report(test.labels, classes, metrics["cas"], _average(results["export"]).per_class_accuracy))
     metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
-                              **{k: v for key in ("real", "augmented", "gain") for k, v in _mean_std(key, g[key]).items()}}
+                              **{k: v for key in ("real", "augmented", "gain") for k, v in mean_std(key, g[key]).items()}}
                        for name, g in gains.items()}
-    pool: dict[str, Any] = {}
+    pool: CandidatePool | None = None
     if rule_runs:
         for rule in rules:
-            results[rule] = [run_[rule]["judged"] for run_ in rule_runs]
-        metrics.update(_ranking_metrics(rules, rule_runs, gen))
-        pool = rule_runs[0]["pool"]
+            results[rule] = [run_.results[rule].judged for run_ in rule_runs]
+        metrics.update(ranking_metrics(rules, rule_runs, gen))
+        pool = rule_runs[0].pool
 
     if params.inception_weights is not None:
         metrics["inception"] = _inception(params, test, export, device)
@@ -338,7 +235,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     averaged = {name: _average(js) for name, js in results.items()}
     _write_csvs(out, classes, averaged)
     _plot_accuracy(out / "per_class_accuracy.png", classes, averaged)
-    if pool:
+    if pool is not None:
         _plot_scores(out / "scores.png", pool)
         _grids(out, pool, num_classes, params.grid_per_class)
     summary = EvaluateSummary(out=out, metrics=metrics)
@@ -347,13 +244,6 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     write_json(out / "params.json", {"evaluate": to_jsonable(params), "generate": to_jsonable(gen)})
     write_json(params.metrics, metrics)
     return summary
-
-
-def _mean_std(name: str, values: list[float]) -> dict[str, float]:
-    """`name`: the mean over seeds, `name_std`: their sample standard deviation (0 for one seed)."""
-    a = np.asarray(values, np.float64)
-    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
-    return {name: round(float(a.mean()), 4), f"{name}_std": round(std, 4)}
 
 
 def _average(judged: list[Judged]) -> Judged:
@@ -372,138 +262,21 @@ def _fidelity(export: list[Judged], ref: list[Judged]) -> dict[str, float]:
         for suffix, js in (("", export), ("_real_reference", ref)):
             values = [getattr(j, name) for j in js if getattr(j, name) is not None]
             if values:
-                stats = _mean_std(name + suffix, values)
+                stats = mean_std(name + suffix, values)
                 out[name + suffix] = stats[name + suffix]
                 if len({round(v, 6) for v in values}) > 1:
                     out[f"{name}{suffix}_std"] = stats[f"{name}{suffix}_std"]
     return out
 
 
-def _sampler(params: EvaluateParams, gen: GenerateParams, num_classes: int, device: torch.device) -> Any:
-    from pipeline.device import resolve_precision
-    from pipeline.generate import Sampler
-
-    sampler = Sampler.from_params(gen, device, resolve_precision(gen.precision, device))
-    if sampler.num_labels != num_classes:
-        raise EvaluateError(f"evaluate.checkpoint: the model has {sampler.num_labels} classes, the data {num_classes}")
-    return sampler
-
-
-def _compare_rules(params: EvaluateParams, gen: GenerateParams, rules: list[str], judge: _Judge, sampler: Any,
-                   export_size: int, seed: int, progress: Progress) -> dict[str, Any]:
-    """One candidate pool per evaluation seed; each rule selects from it, each kept set is rendered and judged.
-
-    Seed i's pool is candidates `generate.seed + i * pool .. + pool - 1`, so the seeds differ in
-    the candidates drawn as well as in the classifier's weights and data order.
-    """
-    from pipeline.generate import candidate_batches
-    from pipeline.ranking import prepare_rule, selector_stats
-    from pipeline.train import to_uint8
-
-    n = params.compare_count or export_size
-    total = n * gen.oversample
-    gen = gen.model_copy(update={"seed": gen.seed + (seed - params.seed) * total})
-    need_conf = "filter" in rules
-    seeds_all, labels_all, scores_all, conf_all = [], [], [], []
-    progress.start("pool", total=total, description=f"score candidate pool (seed {seed})")
-    for seeds, labels in candidate_batches(gen.seed, total, sampler.num_labels, gen.batch_size):
-        images, scores = sampler.images_and_scores(seeds, labels)
-        seeds_all.append(seeds), labels_all.append(labels), scores_all.append(scores)
-        conf_all.append(sampler.confidence(images, labels) if need_conf else np.zeros(len(seeds)))
-        progress.advance("pool", len(seeds))
-    progress.finish("pool")
-    seeds, labels, scores, conf = (np.concatenate(x) for x in (seeds_all, labels_all, scores_all, conf_all))
-
-    out: dict[str, Any] = {}
-    kept_masks: dict[str, np.ndarray] = {}
-    cal_data = None
-    for rule in rules:
-        if rule == "unranked":
-            entries = [(int(labels[i]), int(seeds[i]), float(scores[i]), 0) for i in range(n)]
-            stats: dict[str, Any] = {}
-        else:
-            if rule in ("drs", "mh") and cal_data is None:
-                from pipeline.ranking import calibration_data
-
-                cal_data = calibration_data(sampler, gen)
-            selector, _, stats = prepare_rule(sampler, gen, rule, count=n, data=cal_data)
-            for start in range(0, total, gen.batch_size):
-                sl = slice(start, start + gen.batch_size)
-                selector.add(scores[sl], seeds[sl], labels[sl], conf[sl] if selector.needs_confidence else None)
-                if selector.done:
-                    break
-            entries = selector.entries()
-            stats.update(selector_stats(selector))
-        kept_seeds = np.array([e[1] for e in entries], np.int64)
-        kept = LabelledSet(_render(sampler, entries, gen.batch_size, to_uint8), np.array([e[0] for e in entries], np.int64))
-        mask = np.isin(seeds, kept_seeds)
-        kept_masks[rule] = mask
-        out[rule] = {"judged": judge.judge(kept, seed), "stats": stats,
-                     "kept_score_mean": float(scores[mask].mean()),
-                     "discarded_score_mean": float(scores[~mask].mean()) if (~mask).any() else None}
-    out["pool"] = {"seeds": seeds, "labels": labels, "scores": scores, "kept": kept_masks, "sampler": sampler,
-                   "to_uint8": to_uint8, "batch": gen.batch_size, "total": total, "count": n}
-    return out
-
-
-def _ranking_metrics(rules: list[str], runs: list[dict[str, Any]], gen: GenerateParams) -> dict[str, Any]:
-    """ranking.<rule>.{cas, fd, precision, recall}(_std) over seeds, the winners, and ranked vs unranked."""
-    ranking: dict[str, Any] = {}
-    for rule in rules:
-        js = [r[rule]["judged"] for r in runs]
-        row: dict[str, Any] = {}
-        row.update(_mean_std("cas", [j.accuracy for j in js]))
-        for name in ("fd", "precision", "recall"):
-            values = [getattr(j, name) for j in js]
-            if all(v is not None for v in values):   # a metric that could not be measured stays absent, never 0
-                row.update(_mean_std(name, values))
-        row["kept_score_mean"] = round(float(np.mean([r[rule]["kept_score_mean"] for r in runs])), 4)
-        discarded = [r[rule]["discarded_score_mean"] for r in runs if r[rule]["discarded_score_mean"] is not None]
-        row["discarded_score_mean"] = round(float(np.mean(discarded)), 4) if discarded else None
-        for key, value in runs[0][rule]["stats"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[key] = value
-        ranking[rule] = row
-    out: dict[str, Any] = {"ranking": ranking, "compare_count": runs[0]["pool"]["count"], "pool": runs[0]["pool"]["total"]}
-    if len(rules) > 1:
-        def best(metric: str, sign: int) -> str | None:
-            have = [r for r in rules if metric in ranking[r]]
-            return max(have, key=lambda r: sign * ranking[r][metric]) if have else None
-
-        out["winner"] = {"cas": best("cas", 1), "precision": best("precision", 1), "recall": best("recall", 1),
-                         "fd": best("fd", -1)}
-    if "unranked" in rules and gen.rank in rules and gen.rank != "unranked":
-        a, b = ranking[gen.rank], ranking["unranked"]
-        vs: dict[str, Any] = {"rule": gen.rank}
-        for metric in ("cas", "precision", "recall"):
-            if metric in a and metric in b:
-                diff = a[metric] - b[metric]
-                spread = float(np.hypot(a[f"{metric}_std"], b[f"{metric}_std"]))
-                vs[metric] = {"diff": round(diff, 4), "std": round(spread, 4),
-                              "beyond_2_std": bool(len(runs) > 1 and diff > 2 * spread)}
-        if "recall" in a and b.get("recall"):
-            vs["recall_ratio"] = round(a["recall"] / b["recall"], 4)
-        out["ranked_vs_unranked"] = vs
-    return out
-
-
-def _render(sampler: Any, entries: list[tuple[int, int, float, int]], batch_size: int, to_uint8: Any) -> torch.Tensor:
-    out = []
-    for start in range(0, len(entries), batch_size):
-        chunk = entries[start:start + batch_size]
-        images, _ = sampler.images_and_scores(np.array([e[1] for e in chunk], np.int64),
-                                              np.array([e[0] for e in chunk], np.int64))
-        out.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
-    return torch.cat(out).contiguous()
-
-
 def _inception(params: EvaluateParams, test: LabelledSet, export: LabelledSet, device: torch.device) -> dict[str, float]:
+    """FID and KID of the export against the real test images in Inception features (local weights)."""
     from pipeline.fidelity import frechet_distance, inception_features, kernel_inception_distance, load_inception
 
     model = load_inception(params.inception_weights, device)  # type: ignore[arg-type]
     n = params.feature_samples
-    real = inception_features(model, test.images[torch.from_numpy(_subset(len(test), n, params.seed + 23))], device=device)
-    fake = inception_features(model, export.images[torch.from_numpy(_subset(len(export), n, params.seed + 29))], device=device)
+    real = inception_features(model, test.images[torch.from_numpy(random_subset(len(test), n, params.seed + 23))], device=device)
+    fake = inception_features(model, export.images[torch.from_numpy(random_subset(len(export), n, params.seed + 29))], device=device)
     return {"fid": round(frechet_distance(real, fake), 4), "kid": round(kernel_inception_distance(real, fake, seed=params.seed), 6)}
 
 
@@ -557,9 +330,9 @@ def _plot_accuracy(path: Path, classes: list[str], results: dict[str, Judged]) -
     _save(fig, path)
 
 
-def _plot_scores(path: Path, pool: dict[str, Any]) -> None:
+def _plot_scores(path: Path, pool: CandidatePool) -> None:
     plt = _pyplot()
-    scores, kept = pool["scores"], pool["kept"]
+    scores, kept = pool.scores, pool.kept
     fig, axes = plt.subplots(1, len(kept), figsize=(3.5 * len(kept), 3.2), dpi=100, squeeze=False)
     bins = np.histogram_bin_edges(scores, bins=50)
     for ax, (rule, mask) in zip(axes[0], kept.items()):
@@ -572,9 +345,9 @@ def _plot_scores(path: Path, pool: dict[str, Any]) -> None:
     _save(fig, path)
 
 
-def _grids(out: Path, pool: dict[str, Any], num_classes: int, per_class: int) -> None:
+def _grids(out: Path, pool: CandidatePool, num_classes: int, per_class: int) -> None:
     """top.png / bottom.png: the best / worst D-scored candidates of each class, one row per class."""
-    seeds, labels, scores = pool["seeds"], pool["labels"], pool["scores"]
+    seeds, labels, scores = pool.seeds, pool.labels, pool.scores
     for name, sign in (("top", -1), ("bottom", 1)):
         entries = []
         for c in range(num_classes):
@@ -583,7 +356,7 @@ def _grids(out: Path, pool: dict[str, Any], num_classes: int, per_class: int) ->
             entries += [(c, int(seeds[i]), float(scores[i]), 0) for i in idx]
             entries += [None] * (per_class - len(idx))  # type: ignore[list-item]
         real = [e for e in entries if e is not None]
-        images = _render(pool["sampler"], real, pool["batch"], pool["to_uint8"]).permute(0, 2, 3, 1).numpy()
+        images = render(pool.sampler, real, pool.batch_size).permute(0, 2, 3, 1).numpy()
         tiles = np.full((len(entries), *images.shape[1:]), 255, np.uint8)
         tiles[[i for i, e in enumerate(entries) if e is not None]] = images
         save_png(out / f"{name}.png", image_grid(tiles, rows=num_classes, cols=per_class))

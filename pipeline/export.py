@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 from pipeline.config import ExportParams, to_jsonable
 from pipeline.errors import PipelineError
-from pipeline.generate import class_dirs
 from pipeline.io import ShardReader, save_png, write_json, write_text
+from pipeline.labels import class_dirs
 from pipeline.manifest import MANIFEST_NAME, Record, path_inside, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
 

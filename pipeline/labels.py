@@ -1,10 +1,11 @@
-"""Label assignment shared by the crop modes: from the source, from tags, or none.
+"""Labels and class names: from the source, from tags, or none; settling the classes; class folder names.
 
 A label is a class name; `label_id` is its index in the sorted class list, so ids are
 always 0..K-1 after small classes are dropped or merged.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Optional, Sequence
 
@@ -38,3 +39,22 @@ def settle_classes(
     ranked = [name for name in (order or ()) if name in present]
     classes = ranked + sorted(present - set(ranked))
     return settled, classes
+
+
+def safe_name(label: str | None) -> str:
+    """A folder name from a label: no separators, no dots at the start, never empty."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label or "unlabelled").strip("._") or "class"
+    return name[:64]
+
+
+def class_dirs(classes: list[str]) -> list[str]:
+    """One folder per class whose sorted order is the label order: `<id>_<safe label>`.
+
+    torchvision's ImageFolder numbers classes by sorted folder name, so `0_T-shirt_top`,
+    `1_Trouser`, ... (ids zero-padded to one width when there are 10+ classes) give a job that
+    has never heard of this package the same label ids as the manifest and the source data.
+    """
+    if not classes:
+        return [safe_name(None)]
+    width = len(str(len(classes) - 1))
+    return [f"{i:0{width}d}_{safe_name(label)}" for i, label in enumerate(classes)]

@@ -239,6 +239,29 @@ def generated_statistics(d: Discriminator, g: Generator, device: torch.device, l
     d.eval()
 
 
+@torch.no_grad()
+def standing_stats(g: Generator, cfg: ModelConfig, device: torch.device, batches: int = 16, batch_size: int = 256) -> None:
+    """Re-estimate G's batch-norm statistics from its own samples (BigGAN's 'standing stats').
+
+    Sampling runs G in eval mode, so each image depends only on its own seed; the running
+    statistics copied from the trained G do not match the EMA weights, these do.
+    """
+    gen = torch.Generator().manual_seed(12345)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
+        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
+        g(z, y)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    g.eval()
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) for convs and linears, N(1, 0.02) for BN gains."""
     for m in module.modules():

@@ -1,10 +1,10 @@
-"""Which generated candidates to keep: top-k, Discriminator Rejection Sampling, Metropolis-Hastings.
+"""Which candidates to keep: the selection rules (topk, filter, drs, mh) and the D calibration and floors they need.
 
 All three rules stream over the same candidates (candidate i: seed `generate.seed + i`,
 label `i mod K`) and fill the same per-class quotas, holding O(count) state whatever the
 oversampling factor:
 
-- `topk` keeps the highest raw discriminator logits (`generate.TopK`, the classic rule).
+- `topk` keeps the highest raw discriminator logits (`sampling.TopK`, the classic rule).
 - `drs` (Azadi et al. 2019, "Discriminator Rejection Sampling") accepts candidate x with
   probability sigmoid(F(x)), F(x) = D~(x) - D*_M - log(1 - exp(D~(x) - D*_M - eps)) - gamma,
   where D~ is the calibrated logit and D*_M the largest calibrated logit of the held-out
@@ -28,38 +28,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import numpy as np
 import torch
 
 from pipeline.config import GenerateParams
+from pipeline.data import load_split, to_float
+from pipeline.device import autocast
 from pipeline.errors import PipelineError
-from pipeline.manifest import MANIFEST_NAME, Record
 from pipeline.progress import SILENT, Progress
+from pipeline.sampling import (Entry, TopK, candidate_batches, class_quotas, class_shares, order_entries,
+                               uniforms)
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED_OFFSET = 2 ** 40   # generated calibration samples use seeds past any candidate's
 DRS_EPS = 1e-6
-Entry = tuple[int, int, float, int]  # (label, seed, raw score, rank)
 
 
 class RankingError(PipelineError):
     """Ranking cannot run (no held-out real images to calibrate against, ...)."""
-
-
-# --- randomness ---------------------------------------------------------------------
-
-
-def uniforms(seeds: np.ndarray, salt: int) -> np.ndarray:
-    """One U[0, 1) per seed from a SplitMix64 hash of (seed, salt): batch-independent and cheap."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(seeds, dtype=np.uint64) + np.uint64(salt) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 # --- calibration --------------------------------------------------------------------
@@ -171,21 +159,6 @@ def fit_calibration(kind: str, real: np.ndarray, fake: np.ndarray, drs_gamma: fl
 # --- held-out real images -------------------------------------------------------------
 
 
-def load_split(folder: Path, split: str) -> tuple[torch.Tensor, np.ndarray, list[Record], list[str]]:
-    """(uint8 N x C x H x W images, label ids (0 when unlabelled), records, classes) of one split of a crop output."""
-    folder = Path(folder)
-    if not (folder / MANIFEST_NAME).exists():
-        raise RankingError(f"{folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    from pipeline.crop import read_split
-
-    array, records, classes = read_split(folder, split)
-    if not records:
-        return torch.empty(0, dtype=torch.uint8), np.empty(0, np.int64), [], classes
-    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-    labels = np.array([r.label_id if r.label_id is not None else 0 for r in records], np.int64)
-    return images, labels, records, classes
-
-
 def held_out_positions(num_test: int, requested: int, seed: int) -> np.ndarray:
     """Which test-split positions calibrate D: `requested`, at most half the split, by seed.
 
@@ -207,9 +180,6 @@ class _Scorer(Protocol):
 @torch.no_grad()
 def score_real(sampler: _Scorer, images: torch.Tensor, labels: np.ndarray, batch_size: int) -> np.ndarray:
     """D's raw logit of real uint8 images with their own labels."""
-    from pipeline.device import autocast
-    from pipeline.train import to_float
-
     out = []
     for i in range(0, len(images), batch_size):
         x = to_float(images[i:i + batch_size].to(sampler.device))
@@ -282,24 +252,18 @@ def _groups(labels: np.ndarray, per_class: bool) -> np.ndarray:
 
 def _quotas(count: int, num_labels: int, per_class: bool, shares: list[float] | None = None) -> list[int]:
     """Per-group quotas: even, or in proportion to `shares` (generate.class_distribution: source)."""
-    from pipeline.generate import class_quotas
-
     return class_quotas(count, shares, num_labels) if per_class else [count]
 
 
-def _order(entries: list[Entry], per_class: bool) -> list[Entry]:
-    return sorted(entries, key=lambda e: (e[0], e[3]) if per_class else (e[3], e[0]))
-
-
 class TopKSelector:
-    """The classic rule: the highest raw logits of each group (generate.TopK)."""
+    """The classic rule: the highest raw logits of each group (sampling.TopK). The one top-k:
+    `generate` keeps its topk (and unranked) sets with it, `evaluate` compares it with the others."""
 
     def __init__(self, count: int, num_labels: int, per_class: bool, first_seed: int,
                  shares: list[float] | None = None) -> None:
-        from pipeline.generate import TopK
-
         self.per_class, self.num_labels, self.first_seed = per_class and num_labels > 1, num_labels, first_seed
-        self.heaps = [TopK(c) for c in _quotas(count, num_labels, self.per_class, shares)]
+        self.quota = _quotas(count, num_labels, self.per_class, shares)
+        self.heaps = [TopK(c) for c in self.quota]
         self.done = False
         self.needs_confidence = False
 
@@ -315,7 +279,7 @@ class TopKSelector:
         for scores, seeds in (h.result() for h in self.heaps):
             for rank, (score, seed) in enumerate(zip(scores.tolist(), seeds.tolist()), 1):
                 out.append((int((seed - self.first_seed) % self.num_labels), int(seed), float(score), rank))
-        return _order(out, self.per_class)
+        return order_entries(out, self.per_class)
 
 
 class SeedOrderSelector:
@@ -330,8 +294,6 @@ class SeedOrderSelector:
 
     def __init__(self, count: int, num_labels: int, per_class: bool, first_seed: int,
                  shares: list[float] | None = None) -> None:
-        from pipeline.generate import TopK
-
         self.per_class = per_class and num_labels > 1
         self.num_labels, self.first_seed = num_labels, first_seed
         self.quota = _quotas(count, num_labels, self.per_class, shares)
@@ -375,7 +337,7 @@ class SeedOrderSelector:
                 rows += [(int((s - self.first_seed) % self.num_labels), int(s), float(d))  # the label follows from the seed
                          for s, d in zip(seeds[:missing], top.payload[:missing])]
             out += [(label, seed, score, rank) for rank, (label, seed, score) in enumerate(rows, 1)]
-        return _order(out, self.per_class)
+        return order_entries(out, self.per_class)
 
 
 class DRSSelector(SeedOrderSelector):
@@ -490,7 +452,7 @@ class MHSelector:
                 self._close(g)
         out = [(label, seed, score, rank) for kept in self.kept
                for rank, (label, seed, score) in enumerate(kept, 1)]
-        return _order(out, self.per_class)
+        return order_entries(out, self.per_class)
 
 
 class FilterSelector(SeedOrderSelector):
@@ -574,8 +536,6 @@ def selector_stats(selector: Selector) -> dict[str, Any]:
 def prepare_rule(sampler: Any, params: GenerateParams, rule: str, count: int | None = None,
                  data: CalibrationData | None = None) -> tuple[Selector, Calibration | None, dict[str, Any]]:
     """The selector of a streaming rule, with what it needs fitted first: D floors (filter) or a calibration (drs, mh)."""
-    from pipeline.generate import class_shares
-
     k = sampler.num_labels
     shares = class_shares(sampler, params) if params.per_class and k > 1 else None
     if rule == "filter":
@@ -592,8 +552,6 @@ def prepare_rule(sampler: Any, params: GenerateParams, rule: str, count: int | N
 def select_with_rule(sampler: Any, params: GenerateParams, progress: Progress = SILENT,
                      histogram_sample: int = 200_000, ctx: Any = None) -> tuple[RuleSelection, np.ndarray, int]:
     """generate.select for rank filter/drs/mh: prepare the rule, then stream candidates until every quota is full."""
-    from pipeline.generate import candidate_batches
-
     k = sampler.num_labels
     selector, cal, stats = prepare_rule(sampler, params, params.rank)
     quota = getattr(selector, "quota", [params.count])

@@ -1,4 +1,4 @@
-"""The train stage: a (conditional) DCGAN over the crop stage's shards.
+"""The train stage: a (conditional) DCGAN over the crop stage's shards, with EMA, checkpoints, grids and the label judge.
 
 The whole training split lives in memory as one uint8 tensor on the device and is
 normalised per batch, so no DataLoader decodes images each epoch. Every random choice
@@ -25,6 +25,7 @@ from torch import nn
 from pipeline import __version__
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams, parse_diffaugment, to_jsonable
+from pipeline.data import load_split, to_float, to_uint8
 from pipeline.device import autocast, resolve_device, resolve_precision, set_threads
 from pipeline.diffaugment import diff_augment
 from pipeline.distributed import Dist, from_env, shutdown
@@ -32,7 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME
-from pipeline.models import Generator, ModelConfig, build, sync_batchnorm
+from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -85,15 +86,13 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).exists():
         raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    from pipeline.crop import read_split
-
     meta = json.loads((folder / "meta.json").read_text())
-    array, records, classes = read_split(folder, "train")
+    images, label_ids, records, classes = load_split(folder, "train")
     if not records:
         raise TrainError(f"train.input: {folder} has no images in the train split")
-    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([r.label_id if r.label_id is not None else 0 for r in records], dtype=torch.long)
-    digest = hashlib.sha256(np.ascontiguousarray(array).data)
+    labels = torch.from_numpy(label_ids)
+    # The digest is over the N x H x W x C bytes as stored, so checkpoints of earlier versions still resume.
+    digest = hashlib.sha256(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).data)
     digest.update(labels.numpy().tobytes())
     digest.update(json.dumps(classes).encode())
     meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
@@ -123,16 +122,6 @@ def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
                        num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
                        g_channels=params.g_channels, d_channels=params.d_channels,
                        embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group)
-
-
-def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], channels_last for faster convolutions."""
-    return batch.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [-1, 1] N x C x H x W -> uint8 N x H x W x C."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
@@ -174,29 +163,6 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-@torch.no_grad()
-def standing_stats(g: Generator, cfg: ModelConfig, device: torch.device, batches: int = 16, batch_size: int = 256) -> None:
-    """Re-estimate G's batch-norm statistics from its own samples (BigGAN's 'standing stats').
-
-    Sampling runs G in eval mode, so each image depends only on its own seed; the running
-    statistics copied from the trained G do not match the EMA weights, these do.
-    """
-    gen = torch.Generator().manual_seed(12345)
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-    g.train()
-    for _ in range(batches):
-        z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
-        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
-        g(z, y)
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 0.1
-    g.eval()
 
 
 def fixed_grid_inputs(cfg: ModelConfig, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:

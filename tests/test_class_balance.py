@@ -10,7 +10,7 @@ import torch
 
 from pipeline import generate, train
 from pipeline.config import GenerateParams, TrainParams
-from pipeline.generate import class_quotas
+from pipeline.sampling import class_quotas
 from pipeline.manifest import read_manifest
 from pipeline.train import label_weights
 

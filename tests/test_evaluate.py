@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import ranking
+from pipeline import ranking, sampling
 from pipeline.fidelity import frechet_distance, frechet_from_stats, precision_recall
 
 
@@ -89,10 +89,10 @@ def test_isotonic_calibration_is_monotone_and_bounded() -> None:
 
 def test_uniforms_depend_only_on_the_seed() -> None:
     seeds = np.arange(1000, 6000)
-    u = ranking.uniforms(seeds, 7)
-    assert np.array_equal(u[100:200], ranking.uniforms(seeds[100:200], 7))
+    u = sampling.uniforms(seeds, 7)
+    assert np.array_equal(u[100:200], sampling.uniforms(seeds[100:200], 7))
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
-    assert not np.array_equal(u, ranking.uniforms(seeds, 8))
+    assert not np.array_equal(u, sampling.uniforms(seeds, 8))
 
 
 def _stream(selector: ranking.Selector, scores: np.ndarray, k: int, batch: int) -> list:
@@ -113,7 +113,7 @@ def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
     b = _stream(ranking.DRSSelector(60, 3, True, cal, 0), scores, 3, 64)
     assert a == b and len(a) == 60 and [sum(e[0] == c for e in a) for c in range(3)] == [20, 20, 20]
     assert all(e[1] % 3 == e[0] for e in a)
-    accepted = ranking.uniforms(np.arange(600), ranking.DRSSelector.SALT) < cal.drs_accept_prob(scores)
+    accepted = sampling.uniforms(np.arange(600), ranking.DRSSelector.SALT) < cal.drs_accept_prob(scores)
     first = [int(s) for s in np.flatnonzero(accepted) if s % 3 == 0][:20]
     assert [e[1] for e in a if e[0] == 0] == first
     assert np.mean(scores[[e[1] for e in a]]) > scores.mean() + 0.3  # it prefers high scores

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipeline import crawl, crop, export, generate, train
 from pipeline.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
-from pipeline.generate import class_dirs
+from pipeline.labels import class_dirs
 from pipeline.manifest import read_manifest
 from tests.conftest import draw_shapes
 

@@ -11,8 +11,10 @@ import torch
 
 from pipeline import export, generate, train
 from pipeline.config import ExportParams, GenerateParams, TrainParams
-from pipeline.generate import Sampler, TopK
+from pipeline.data import to_uint8
+from pipeline.labels import class_dirs
 from pipeline.manifest import read_manifest
+from pipeline.sampling import Sampler, TopK, seeded_normal
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def test_same_seed_same_files_and_seed_regenerates_the_image(tmp_path: Path, che
     image, score = sampler.images_and_scores(np.array([a[0].seed]), np.array([a[0].label_id]))
     assert score[0] == pytest.approx(a[0].score, abs=1e-4)
     pixels = np.asarray(Image.open(out_a / a[0].file))
-    assert np.abs(pixels.astype(int) - train.to_uint8(image)[0, ..., 0].astype(int)).max() <= 1
+    assert np.abs(pixels.astype(int) - to_uint8(image)[0, ..., 0].astype(int)).max() <= 1
     meta = json.loads((out_a / "meta.json").read_text())
     assert meta["seed"] == 5 and len(meta["checkpoint_sha256"]) == 64
 
@@ -136,7 +138,8 @@ def test_memory_does_not_grow_with_oversampling(tmp_path: Path, checkpoint: tupl
         params = GenerateParams(checkpoint=ckpt, out=tmp_path / "x", count=30, oversample=k, batch_size=batch, threads=1,
                                 rank="topk")
         tracemalloc.start()
-        heaps, sample, total = generate.select(sampler, params)
+        top, sample, total = generate.select(sampler, params)
+        heaps = top.heaps
         peaks[k] = tracemalloc.get_traced_memory()[1] - sample.nbytes  # the histogram sample is bounded on its own
         tracemalloc.stop()
         # What each heap holds as select returns it: at most the threshold plus one batch, however many went past.
@@ -180,11 +183,11 @@ def test_export_loads_as_a_torch_dataset(tmp_path: Path, checkpoint: tuple[Path,
 
 
 def test_seeded_latents_are_standard_normal_and_batch_independent() -> None:
-    z = generate.seeded_normal(np.arange(50_000), 63)
+    z = seeded_normal(np.arange(50_000), 63)
     assert z.shape == (50_000, 63) and z.dtype == np.float32
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
     assert abs(np.corrcoef(z[:, 0], z[:, 62])[0, 1]) < 0.02
-    assert np.array_equal(generate.seeded_normal(np.array([123]), 63)[0], z[123])
+    assert np.array_equal(seeded_normal(np.array([123]), 63)[0], z[123])
 
 
 def test_npy_format_writes_shards_that_export_turns_into_pngs(tmp_path: Path, checkpoint: tuple[Path, Path]) -> None:
@@ -198,5 +201,5 @@ def test_npy_format_writes_shards_that_export_turns_into_pngs(tmp_path: Path, ch
     assert sorted({r.file for r in npy}) == ["shard-00-00000.npy", "shard-00-00001.npy", "shard-00-00002.npy"]
     export.run(ExportParams(input=out_npy, out=tmp_path / "exp"))
     for r in npy[:5]:
-        exported = np.asarray(Image.open(tmp_path / "exp" / generate.class_dirs(["c0", "c1", "c2"])[r.label_id] / f"seed{r.seed}.png"))
+        exported = np.asarray(Image.open(tmp_path / "exp" / class_dirs(["c0", "c1", "c2"])[r.label_id] / f"seed{r.seed}.png"))
         assert np.array_equal(exported, np.asarray(Image.open(out_png / next(p.file for p in png if p.seed == r.seed))))
