@@ -22,8 +22,10 @@ class CheckpointError(PipelineError):
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # Saved through a file object: given a path, torch names the zip's inner folder after the
+    # (random) temp file, so the same state gave different bytes on every run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, **state}, fh)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

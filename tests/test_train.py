@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline import train
-from pipeline.checkpoint import CheckpointError, load_checkpoint
+from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
@@ -95,6 +95,15 @@ def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
     torch.save({"format": 1, "x": Evil()}, path)
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_the_same_state_saves_to_the_same_bytes(tmp_path: Path) -> None:
+    """Reproducible outputs: two saves of one state (atomic temp files of random names) are identical files."""
+    state = {"g": {"w": torch.arange(6.0).view(2, 3)}, "step": 7, "classes": ["a", "b"]}
+    save_checkpoint(tmp_path / "a" / "checkpoint.pt", state)
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", state)
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    assert torch.equal(load_checkpoint(tmp_path / "a" / "checkpoint.pt")["g"]["w"], state["g"]["w"])
 
 
 def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path, crop_dir: Path) -> None:
