@@ -6,7 +6,7 @@ colour -> perceptual hash of the image -> square crop of every face with `margin
 it leaves the image -> LANCZOS resize to `size`. Then, in the main process, the cheap per-face
 filters (likelihood, size, one face detected twice, best/all + max_faces_per_image,
 monochrome), labels (tags, hair colour or none), near-duplicate removal across images, and
-`pipeline.crop.write_crop_outputs` for the usual shards/manifest/meta/preview/metrics/split.
+`pipeline.cropping.write_crop_outputs` for the usual shards/manifest/meta/preview/metrics/split.
 
 Re-runs are cheap: detections are cached per file digest (SHA-256 of the bytes, not the post's
 md5, which is the same for every crawl variant) and detector settings, crops also per crop
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from pipeline.config import CropParams
-from pipeline.crop import CropError, CropSummary, flatten, write_crop_outputs
+from pipeline.cropping import CropError, CropSummary, flatten, write_crop_outputs
 from pipeline.io import atomic_path, file_digest
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest

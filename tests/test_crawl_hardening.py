@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 
 from pipeline.config import CrawlParams
-from pipeline.crawl import CrawlError
+from pipeline.sources.base import CrawlError
 from pipeline.http import HttpError
 from pipeline.sources.moebooru import client_for, crawl_moebooru
 

@@ -17,7 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.config import CrawlParams
-from pipeline.crawl import CrawlError, run
+from pipeline.crawl import run
+from pipeline.sources.base import CrawlError
 from pipeline.http import HttpClient, HttpError, parse_retry_after
 from pipeline.manifest import read_manifest
 from pipeline.sources.moebooru import client_for, crawl_moebooru, resolve

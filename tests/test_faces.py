@@ -15,7 +15,7 @@ from PIL import Image
 from face_art import HAIR_COLOURS, anime_face, blank, blurred_face, plain_portrait, random_shapes, sprite, two_faces
 from pipeline import faces
 from pipeline.config import CropParams
-from pipeline.crop import CropError, CropSummary, hash_split
+from pipeline.cropping import CropError, CropSummary, hash_split
 from pipeline.faces import FaceError, check_pillow, crop_faces, crop_square, near_duplicates, square_around
 from pipeline.manifest import Record, read_manifest, write_manifest
 

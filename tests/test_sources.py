@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline import crawl, crop
 from pipeline.config import CrawlParams, CropParams
-from pipeline.crawl import CrawlError
+from pipeline.sources.base import CrawlError
 from pipeline.io import ShardReader
 from pipeline.manifest import read_manifest
 from tests.conftest import needs_fmnist

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import CrawlParams, to_jsonable
-from pipeline.crawl import CrawlError, CrawlSummary
 from pipeline.io import write_json, write_shards
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 from pipeline.progress import SILENT, Progress
+from pipeline.sources.base import CrawlError, CrawlSummary
 
 log = logging.getLogger(__name__)
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

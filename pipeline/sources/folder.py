@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.config import CrawlParams, to_jsonable
-from pipeline.crawl import CrawlError, CrawlSummary
 from pipeline.io import atomic_path, write_json
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 from pipeline.progress import SILENT, Progress
+from pipeline.sources.base import CrawlError, CrawlSummary
 
 EXTENSIONS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".gif": "gif", ".bmp": "bmp"}
 

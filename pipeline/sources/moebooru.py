@@ -43,11 +43,11 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import CrawlParams, to_jsonable
-from pipeline.crawl import CrawlError, CrawlSummary
 from pipeline.http import PART_SUFFIX, Download, HostPolicy, HttpClient, HttpError
 from pipeline.io import file_digest, fsync_dir, write_json
 from pipeline.manifest import MANIFEST_NAME, ManifestAppender, Record, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
+from pipeline.sources.base import CrawlError, CrawlSummary
 
 log = logging.getLogger(__name__)
 
