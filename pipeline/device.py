@@ -1,13 +1,13 @@
-"""Device, precision and thread choices shared by train and generate."""
+"""Device, precision and torch threads for train, generate and evaluate."""
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import ContextManager
 
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.workers import usable_cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,7 +32,8 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
 
 
 def set_threads(threads: int) -> int:
-    n = threads or os.cpu_count() or 1
+    """torch's intra-op threads: `threads`, or 0 for every usable core."""
+    n = threads or usable_cores()
     torch.set_num_threads(n)
     return n
 

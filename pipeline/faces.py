@@ -18,11 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
@@ -34,6 +31,7 @@ from pipeline.io import atomic_path, file_digest
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
 from pipeline.progress import SILENT, Progress
+from pipeline.workers import process_pool, usable_cores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -456,16 +454,12 @@ def process_image(task: _Task) -> _Result:
 
 
 def _map(tasks: list[_Task], workers: int) -> Iterator[_Result]:
-    """Results in task order: in this process for one worker, else in a spawn-started pool.
-
-    Spawn rather than fork: the CLI's progress bar runs a thread, and forking a threaded
-    process can deadlock the child on a lock held at fork time.
-    """
+    """Results in task order: in this process for one worker, else in the package's process pool (spawn)."""
     if workers <= 1:
         yield from map(process_image, tasks)
         return
     chunk = max(1, min(16, len(tasks) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(process_image, tasks, chunksize=chunk)
 
 
@@ -623,13 +617,6 @@ def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
     write_crop_outputs(Path(params.out), [c.crop for c in kept], [_record_for(c, params) for c in kept],
                        params, summary, class_order=None)
     return summary
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _run_tasks(tasks: list[_Task | _Result], workers: int, progress: Progress) -> tuple[list[_Result], int]:

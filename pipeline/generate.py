@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,12 +23,13 @@ from pipeline.data import to_uint8
 from pipeline.device import HeapTrimmer, resolve_device, resolve_precision, set_threads
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, image_grid, save_npy, save_png, write_json
+from pipeline.io import atomic_path, image_grid, save_npy, save_png, save_pngs, write_json
 from pipeline.labels import class_dirs
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import TopKSelector, select_with_rule
 from pipeline.sampling import Entry, Sampler, TopK, candidate_batches, class_shares
+from pipeline.workers import process_pool
 
 log = logging.getLogger(__name__)
 HISTOGRAM_SAMPLE = 200_000  # candidate scores kept for the histogram, whatever the count
@@ -97,26 +98,20 @@ def select(sampler: Sampler, params: GenerateParams, progress: Progress = SILENT
     return top, np.concatenate(sample) if sample else np.empty(0), total
 
 
-def _write_pngs(paths: list[str], images: np.ndarray) -> int:
-    for path, img in zip(paths, images):
-        save_png(Path(path), img)
-    return len(paths)
-
-
 class PngWriter:
     """Encodes PNGs in worker processes while the main process keeps the model busy."""
 
     def __init__(self, workers: int) -> None:
-        self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self.pool = process_pool(workers) if workers > 0 else None
         self.pending: list[Future] = []
         self.written = 0
         self.limit = 2 * max(workers, 1)
 
     def submit(self, paths: list[str], images: np.ndarray) -> None:
         if self.pool is None:
-            self.written += _write_pngs(paths, images)
+            self.written += save_pngs(paths, images)
             return
-        self.pending.append(self.pool.submit(_write_pngs, paths, images))
+        self.pending.append(self.pool.submit(save_pngs, paths, images))
         while len(self.pending) > self.limit:  # bound memory held by queued batches
             self.written += self.pending.pop(0).result()
 

@@ -81,6 +81,13 @@ def save_png(path: Path, array: np.ndarray) -> None:
         img.save(tmp, format="PNG")
 
 
+def save_pngs(paths: list[str], images: np.ndarray) -> int:
+    """Write each image to its path (a PNG writer process's task); returns how many."""
+    for path, img in zip(paths, images):
+        save_png(Path(path), img)
+    return len(paths)
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

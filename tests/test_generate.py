@@ -203,3 +203,17 @@ def test_npy_format_writes_shards_that_export_turns_into_pngs(tmp_path: Path, ch
     for r in npy[:5]:
         exported = np.asarray(Image.open(tmp_path / "exp" / class_dirs(["c0", "c1", "c2"])[r.label_id] / f"seed{r.seed}.png"))
         assert np.array_equal(exported, np.asarray(Image.open(out_png / next(p.file for p in png if p.seed == r.seed))))
+
+
+def test_png_writer_processes_write_every_image(tmp_path: Path) -> None:
+    """The writer pool (spawned processes, pipeline.workers) writes every submitted image, byte-exact pixels."""
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    paths = [str(tmp_path / f"{i}.png") for i in range(12)]
+    writer = generate.PngWriter(2)
+    for start in range(0, 12, 4):
+        writer.submit(paths[start:start + 4], images[start:start + 4])
+    assert writer.close() == 12
+    for path, image in zip(paths, images):
+        assert np.array_equal(np.asarray(Image.open(path)), image)
