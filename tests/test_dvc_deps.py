@@ -95,8 +95,62 @@ def test_dvc_deps_are_exactly_the_code_each_stage_imports(stage: str) -> None:
 
 def test_the_closure_follows_lazy_and_package_imports() -> None:
     train = code_closure(REPO / "stages" / "train.py")
-    assert {"pipeline/crop.py", "pipeline/distributed.py", "pipeline/__init__.py", "stages/common.py"} <= train
+    # classifier is imported inside a Trainer method; pipeline/__init__ runs for any pipeline.x
+    assert {"pipeline/classifier.py", "pipeline/distributed.py", "pipeline/__init__.py", "stages/common.py"} <= train
     assert "pipeline/sources/moebooru.py" in code_closure(REPO / "stages" / "crawl.py")
+
+
+# -- data paths are said once: params.yaml, templated into dvc.yaml ------------------------------------
+
+SECTIONS = {"crawl": "CrawlParams", "crop": "CropParams", "train": "TrainParams", "generate": "GenerateParams",
+            "export": "ExportParams", "evaluate": "EvaluateParams"}
+NOT_IN_DVC = {  # path params deliberately left out of dvc.yaml, and why
+    "crawl.data_dir": "the system's Fashion-MNIST files (Debian's package), outside the repository",
+    "crop.cache": "face detections kept between runs outside crop.out, which DVC deletes before a run",
+    "evaluate.inception_weights": "an optional local weights file, null by default",
+}
+
+
+def path_params(section: str) -> list[str]:
+    from pipeline import config
+
+    model = getattr(config, SECTIONS[section])
+    return [name for name, f in model.model_fields.items() if "Path" in str(f.annotation)]
+
+
+def stage_paths(stage: dict) -> list[str]:
+    return [d for d in stage.get("deps", []) + stage.get("outs", []) + stage.get("metrics", [])
+            if d.split("/")[0] not in CODE_ROOTS]
+
+
+@pytest.mark.parametrize("stage", list(SECTIONS))
+def test_every_data_path_of_a_stage_is_its_param_templated(stage: str) -> None:
+    """dvc.yaml cannot disagree with the code: each data path is `${<stage>.<param>}`, the value the stage reads."""
+    paths = stage_paths(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage])
+    assert all(re.fullmatch(r"\$\{%s\.\w+\}" % stage, p) for p in paths), paths
+    for name in path_params(stage):
+        key = f"{stage}.{name}"
+        assert ("${%s}" % key in paths) != (key in NOT_IN_DVC), f"{key}: in dvc.yaml unless listed in NOT_IN_DVC"
+
+
+def test_the_default_params_connect_each_stage_to_its_upstream() -> None:
+    from pipeline.train import CHECKPOINT_NAME
+
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert p["crop"]["input"] == p["crawl"]["out"]
+    assert p["train"]["input"] == p["crop"]["out"]
+    assert Path(p["generate"]["checkpoint"]) == Path(p["train"]["out"]) / CHECKPOINT_NAME
+    assert p["export"]["input"] == p["generate"]["out"]
+    assert p["evaluate"]["export"] == p["export"]["out"]
+    assert p["evaluate"]["checkpoint"] == p["generate"]["checkpoint"]
+    assert p["generate"]["real"] == p["export"]["real"] == p["evaluate"]["real"] == p["crop"]["out"]
+
+
+def test_dvc_resolves_the_templated_chain(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    edges = set(re.findall(r'"([a-z]+)" -> "([a-z]+)"', dvc(repo, "dag", "--dot")))
+    assert {("crawl", "crop"), ("crop", "train"), ("train", "generate"), ("generate", "export"),
+            ("export", "evaluate"), ("train", "evaluate"), ("crop", "evaluate")} <= edges, edges
 
 
 # -- a folder import re-runs when the folder changes ---------------------------------------------------
