@@ -10,11 +10,12 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
-# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml and come from this
-# machine's wheel cache; nothing here lets pip pick another torch.
-$(STAMP): pyproject.toml
+# torch==2.14.1 / torchvision==0.29.1 are pinned in constraints.txt and come from this
+# machine's wheel cache; nothing here lets pip pick another torch. The `test` extra brings the
+# `faces` and `dvc` extras too, so the demo and the tests share one environment.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
 
 # Debian's dataset-fashion-mnist is the default data; install it when apt can.

@@ -583,9 +583,20 @@ def remove_reposts(candidates: list[_Candidate], params: CropParams) -> set[int]
     return near_duplicates([c.image_hash for c in candidates], order, params.dedup_hamming, same)
 
 
+def require_face_extras() -> None:
+    """Stop before any work when the `faces` extra is missing or broken, saying what to install."""
+    try:
+        import animeface  # noqa: F401
+        import imagehash  # noqa: F401
+    except ImportError as err:
+        raise FaceError(f"crop.mode: 'faces' needs {err.name}, which is not installed; "
+                        "install the faces extra: pip install 'augment[faces]'") from None
+    check_pillow()
+
+
 def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
     """Run the faces mode of the crop stage; see the module docstring."""
-    check_pillow()
+    require_face_extras()
     folder = Path(params.input)
     records = read_manifest(folder / MANIFEST_NAME)
     tasks = _tasks(records, folder, params)

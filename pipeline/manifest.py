@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal, Optional
 
+import pydantic
+
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
@@ -64,14 +66,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
-        unknown = set(data) - _FIELD_NAMES
-        if unknown:
-            raise ManifestError(f"unknown manifest field {sorted(unknown)[0]!r}")
-        if not isinstance(data.get("file"), str) or not data["file"]:
-            raise ManifestError("manifest line has no 'file'")
-        record = cls(**data)
-        record.validate()
-        return record
+        """A record from a parsed manifest object, every field's type checked strictly (`"index": "3"` is refused)."""
+        return _record_from(data, json.dumps(data))
 
     def validate(self) -> None:
         if self.split not in SPLITS:
@@ -84,6 +80,25 @@ class Record:
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(Record)}
+# pydantic (as for params) checks the field types the dataclass only declares.
+_ADAPTER = pydantic.TypeAdapter(Record)
+
+
+def _record_from(data: dict[str, Any], line: str) -> Record:
+    """`data` is `line` parsed: the schema's checks with their own messages, then pydantic's strict types."""
+    unknown = set(data) - _FIELD_NAMES
+    if unknown:
+        raise ManifestError(f"unknown manifest field {sorted(unknown)[0]!r}")
+    if not isinstance(data.get("file"), str) or not data["file"]:
+        raise ManifestError("manifest line has no 'file'")
+    try:
+        record = _ADAPTER.validate_json(line, strict=True)   # JSON mode: an object, never a coerced "3"
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ManifestError(f"{where} {first['input']!r}: {first['msg']}") from None
+    record.validate()
+    return record
 
 
 def check_file(file: str) -> None:
@@ -109,7 +124,7 @@ def parse_line(line: str) -> Record:
         raise ManifestError(f"not JSON: {err.msg}") from None
     if not isinstance(data, dict):
         raise ManifestError("manifest line is not a JSON object")
-    return Record.from_dict(data)
+    return _record_from(data, line)
 
 
 def iter_manifest(path: Path, *, tolerate_partial_tail: bool = False) -> Iterator[Record]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -545,3 +546,12 @@ def test_every_crop_key_has_a_cli_flag() -> None:
     flags = {p.name for p in typer.main.get_command(app).commands["crop"].params}  # type: ignore[attr-defined]
     missing = set(CropParams.model_fields) - {"tag_labels", "hair_palette"} - flags
     assert not missing, f"crop keys without a flag: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("module", ["animeface", "imagehash"])
+def test_faces_without_the_extra_is_a_one_line_error_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     module: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)   # what an environment without the extra sees
+    with pytest.raises(faces.FaceError, match=rf"needs {module}, .*pip install 'augment\[faces\]'"):
+        faces.crop_faces(CropParams(mode="faces", input=tmp_path / "nothing", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -28,6 +28,10 @@ def test_round_trip_keeps_fields_and_drops_empty_ones(tmp_path: Path) -> None:
     ('{"file": "a.png", "label": "x"}', "both set or both null"),
     ('[1, 2]', "not a JSON object"),
     ('{"label": null}', "no 'file'"),
+    ('{"file": "s.npy", "index": "3"}', "index '3': Input should be a valid integer"),
+    ('{"file": "a.png", "label": "x", "label_id": true}', "label_id True: Input should be a valid integer"),
+    ('{"file": "a.png", "tags": ["smile", 2]}', "tags.1 2: Input should be a valid string"),
+    ('{"file": "a.png", "score": "high"}', "score 'high'"),
 ])
 def test_invalid_lines_are_rejected(line: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
