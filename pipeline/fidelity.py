@@ -1,44 +1,52 @@
-"""Fidelity and diversity of a generated set against real data, in a feature space.
+"""Fidelity and diversity of a generated set against real data: FD and KID (torchmetrics), k-NN precision/recall.
 
-- Fréchet distance (Heusel et al. 2017): ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^1/2),
-  with Tr((S_r S_g)^1/2) computed exactly as the sum of square roots of the eigenvalues of
-  the symmetric PSD matrix S_r^1/2 S_g S_r^1/2 (numpy only, no sqrtm).
+- Fréchet distance (Heusel et al. 2017) and KID (Bińkowski et al. 2018, cubic polynomial kernel,
+  unbiased MMD^2 over subsets) are torchmetrics' `FrechetInceptionDistance` and
+  `KernelInceptionDistance`, fed with features this package extracts once (the evaluation
+  classifier's 128-d penultimate features, or torchvision InceptionV3's 2048-d pool features
+  from user-supplied weights), through a pass-through feature module: the same features also
+  give precision/recall, so no image is featurised twice.
 - Precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of
   balls around its points with radius the distance to the k-th nearest neighbour within
   the set. Precision: the share of generated points inside the real manifold (are samples
   realistic?); recall: the share of real points inside the generated manifold (is the data
-  covered?).
-- With user-supplied weights, FID and KID (Bińkowski et al. 2018, cubic polynomial kernel,
-  unbiased MMD^2 over subsets) on the 2048-d pool features of torchvision's InceptionV3.
-  Those weights are not the TF-ported "FID Inception" of the papers, so values are
+  covered?). torchmetrics has no equivalent, so it stays here.
+- The Inception weights are not the TF-ported "FID Inception" of the papers, so FID values are
   comparable between runs of this tool, not with published FIDs.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+class PassThrough(nn.Module):
+    """The feature "extractor" torchmetrics runs over features already extracted: they pass unchanged."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features   # torchmetrics reads this instead of probing with a dummy image
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
-def frechet_from_stats(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """Fréchet distance between N(mu1, s1) and N(mu2, s2)."""
-    r = _sqrt_psd(s1)
-    eig = np.linalg.eigvalsh(r @ s2 @ r)
-    tr_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
-    diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt, 0.0))
+def _as_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussians fitted to two N x D feature sets."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return frechet_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    """Fréchet distance between the Gaussians fitted to two N x D feature sets (torchmetrics, float64)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=PassThrough(np.shape(a)[1]))
+    metric.update(_as_tensor(a), real=True)
+    metric.update(_as_tensor(b), real=False)
+    return float(max(metric.compute().item(), 0.0))
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -78,10 +86,15 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 
 
 def load_inception(path: Path, device: torch.device = torch.device("cpu")) -> torch.nn.Module:
-    """torchvision InceptionV3 with weights from a local state dict (nothing is downloaded); outputs pool features."""
+    """torchvision InceptionV3 with weights from a local state dict (nothing is downloaded); outputs pool features.
+
+    `transform_input=True`, as torchvision's builder sets for its IMAGENET1K_V1 weights: those are
+    Google's, trained on inputs scaled to [-1, 1], and the flag maps our ImageNet-normalised input
+    to that range. Without it (the state-dict route's default) every channel was off in scale and shift.
+    """
     from torchvision.models import inception_v3
 
-    model = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.fc = torch.nn.Identity()
@@ -106,14 +119,20 @@ def inception_features(model: torch.nn.Module, images: torch.Tensor, batch_size:
 
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size: int = 1000,
                               seed: int = 0) -> float:
-    """KID: unbiased MMD^2 with kernel (x.y / d + 1)^3, averaged over random subsets."""
-    rng = np.random.default_rng(seed)
+    """KID of two N x D feature sets (torchmetrics: unbiased MMD^2, kernel (x.y / d + 1)^3, mean over subsets).
+
+    torchmetrics draws its subsets from torch's global generator; it is forked and seeded here,
+    so the value depends on `seed` alone and the caller's random state is left as it was.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     n = min(subset_size, len(a), len(b))
-    d = a.shape[1]
-    vals = []
-    for _ in range(subsets):
-        x, y = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        vals.append((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                    - 2 * kxy.mean())
-    return float(np.mean(vals))
+    with warnings.catch_warnings():   # "will save all extracted features": they are ours, already in memory
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        metric = KernelInceptionDistance(feature=PassThrough(np.shape(a)[1]), subsets=subsets, subset_size=n)
+    metric.update(_as_tensor(a), real=True)
+    metric.update(_as_tensor(b), real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, _ = metric.compute()
+    return float(mean.item())

@@ -12,10 +12,18 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import ranking, sampling
-from pipeline.fidelity import frechet_distance, frechet_from_stats, precision_recall
+from pipeline.fidelity import frechet_distance, precision_recall
 
 
 # --- Fréchet distance --------------------------------------------------------------------
+
+
+def samples_with(mu: np.ndarray, cov: np.ndarray, n: int = 500, seed: int = 0) -> np.ndarray:
+    """n points whose sample mean and covariance (ddof 1) are exactly `mu` and `cov`."""
+    x = np.random.default_rng(seed).normal(size=(n, len(mu)))
+    x -= x.mean(0)
+    x = x @ np.linalg.inv(np.linalg.cholesky(np.cov(x, rowvar=False))).T   # sample covariance I
+    return x @ np.linalg.cholesky(cov).T + mu
 
 
 def test_frechet_of_commuting_gaussians_has_the_closed_form() -> None:
@@ -25,8 +33,9 @@ def test_frechet_of_commuting_gaussians_has_the_closed_form() -> None:
     mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-    assert frechet_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
-    assert frechet_from_stats(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+    x1, x2 = samples_with(mu1, s1, seed=1), samples_with(mu2, s2, seed=2)
+    assert frechet_distance(x1, x2) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(x1, samples_with(mu1, s1, seed=3)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_frechet_of_non_commuting_2d_gaussians() -> None:
@@ -37,7 +46,7 @@ def test_frechet_of_non_commuting_2d_gaussians() -> None:
     tr_sqrt = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
     mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, -1.0])
     expected = 5.0 + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
-    assert frechet_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(samples_with(mu1, s1), samples_with(mu2, s2, seed=1)) == pytest.approx(expected, rel=1e-7)
 
 
 def test_frechet_from_samples_approaches_the_population_value() -> None:
@@ -322,5 +331,19 @@ def test_inception_features_from_a_local_state_dict(tmp_path: Path) -> None:
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
     rng = np.random.default_rng(0)
     same = kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)), subset_size=100)
-    shifted = kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(2, 1, size=(200, 8)), subset_size=100)
+    a, b = rng.normal(size=(200, 8)), rng.normal(2, 1, size=(200, 8))
+    before = torch.get_rng_state()
+    shifted = kernel_inception_distance(a, b, subset_size=100, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)   # its subsets come from a forked, seeded generator
+    assert kernel_inception_distance(a, b, subset_size=100, seed=5) == shifted
     assert abs(same) < 0.05 < shifted
+
+
+def test_inception_maps_imagenet_normalised_input_as_its_weights_expect(tmp_path: Path) -> None:
+    """torchvision's Inception weights want transform_input (their builder sets it); a bare state dict must too."""
+    from torchvision.models import inception_v3
+
+    from pipeline.fidelity import load_inception
+
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
+    assert load_inception(tmp_path / "inc.pt").transform_input is True
