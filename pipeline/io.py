@@ -122,7 +122,12 @@ class ShardReader:
 
 
 def image_grid(images: np.ndarray, rows: int, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
-    """Tile N x H x W x C uint8 images into one rows x cols grid (missing cells stay blank)."""
+    """Tile N x H x W x C uint8 images into one rows x cols grid (missing cells stay blank).
+
+    Not torchvision.utils.make_grid, which lays out the same grid: importing torchvision takes
+    about 5 s on these machines, as long as the whole resize crop stage, which needs no torch,
+    and make_grid turns one-channel images into three (grey previews would become RGB files).
+    """
     n, h, w, c = images.shape
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, dtype=np.uint8)
     for i in range(min(n, rows * cols)):

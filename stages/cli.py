@@ -5,9 +5,11 @@ import logging
 from typing import Annotated, Optional
 
 import typer
+from rich.logging import RichHandler
 
 from pipeline import __version__
 from stages import crawl, crop, evaluate, export, generate, train
+from stages.common import console
 
 app = typer.Typer(
     name="augment",
@@ -29,7 +31,11 @@ def root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Log records go through the progress bars' console, so a line logged mid-stage is printed
+    # above the live bars instead of tearing them.
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
+                        datefmt="[%X]", handlers=[handler], force=True)
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

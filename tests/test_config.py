@@ -83,3 +83,29 @@ def test_every_command_documents_its_flags_with_defaults() -> None:
         assert result.exit_code == 0, result.output
         assert "--params" in result.output and "from params.yaml" in result.output
     assert "--oversample" in runner.invoke(app, ["generate", "--help"], terminal_width=200).output
+
+
+def test_log_lines_go_through_the_progress_console(tmp_path: Path) -> None:
+    """`augment -v`: records are rendered by rich's RichHandler on the console the progress bars use."""
+    import logging
+
+    from PIL import Image
+    from rich.logging import RichHandler
+
+    from stages.common import console
+
+    pics = tmp_path / "pics" / "cat"
+    pics.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(pics / "a.png")
+    (pics / "b.png").write_bytes(b"not a png")
+    params = {"crawl": {"source": "folder", "root": str(tmp_path / "pics"), "out": str(tmp_path / "raw")},
+              "crop": {"input": str(tmp_path / "raw"), "out": str(tmp_path / "crop"), "metrics": str(tmp_path / "m.json"),
+                       "size": 32}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    runner = CliRunner()
+    assert runner.invoke(app, ["crawl", "--params", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["-v", "crop", "--params", str(path)])
+    handlers = logging.getLogger().handlers
+    assert len(handlers) == 1 and isinstance(handlers[0], RichHandler) and handlers[0].console is console
+    assert result.exit_code == 0, result.output
