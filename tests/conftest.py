@@ -59,6 +59,22 @@ def shapes_folder(tmp_path: Path) -> Path:
     return root
 
 
+def shapes_crop(tmp: Path, n: int, seed: int) -> Path:
+    """`n` drawn shapes as <tmp>/shapes/c<k>/<i>.png, through the real crawl and crop stages: the crop folder."""
+    from PIL import Image
+
+    from pipeline import crawl, crop
+    from pipeline.config import CrawlParams, CropParams
+
+    images, labels = draw_shapes(n, 28, seed=seed)
+    for i, (img, c) in enumerate(zip(images, labels)):
+        (tmp / "shapes" / f"c{c}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(tmp / "shapes" / f"c{c}" / f"{i}.png")
+    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
+    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    return tmp / "crop"
+
+
 @pytest.fixture
 def crop_dir(tmp_path: Path, shapes_folder: Path) -> Path:
     """The crop output for `shapes_folder` at 32 x 32, made by the real crawl and crop stages."""

@@ -117,17 +117,23 @@ def send_body(handler: Any, body: bytes, headers: dict[str, str]) -> None:
 # -- 13: bounded bodies and a total deadline ------------------------------------------------------------
 
 
-def test_a_gzip_bomb_list_page_is_refused_in_bounded_memory(tmp_path: Path, loopback_only: list) -> None:
-    bomb = gzip_bomb(b"[", b" ", 400 * MiB)
+def crawl_answered_by(tmp_path: Path, path: str, respond: Any) -> tuple[Any, int, Any]:
+    """Crawl a one-post board whose `path` answers with `respond`: the result, peak traced memory, the site."""
     with serve([FakePost(1)]) as server:
-        server.site.custom["/post.json"] = lambda h: send_body(h, bomb, {"Content-Type": "application/json",
-                                                                         "Content-Encoding": "gzip"})
+        server.site.custom[path] = respond
         tracemalloc.start()
         try:
-            result, seconds = in_thread(lambda: crawl(server, tmp_path / "out"), 30)
+            result, _ = in_thread(lambda: crawl(server, tmp_path / "out"), 30)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
+    return result, peak, server.site
+
+
+def test_a_gzip_bomb_list_page_is_refused_in_bounded_memory(tmp_path: Path, loopback_only: list) -> None:
+    bomb = gzip_bomb(b"[", b" ", 400 * MiB)
+    result, peak, _ = crawl_answered_by(tmp_path, "/post.json", lambda h: send_body(
+        h, bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip"}))
     assert isinstance(result, CrawlError), result
     assert "too large" in str(result) and "\n" not in str(result)
     assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB"
@@ -148,30 +154,16 @@ def test_an_endless_chunked_list_page_is_cut_at_the_cap(tmp_path: Path, loopback
         except OSError:
             pass
 
-    with serve([FakePost(1)]) as server:
-        server.site.custom["/post.json"] = endless
-        tracemalloc.start()
-        try:
-            result, _ = in_thread(lambda: crawl(server, tmp_path / "out"), 30)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+    result, peak, _ = crawl_answered_by(tmp_path, "/post.json", endless)
     assert isinstance(result, CrawlError) and "too large" in str(result), result
     assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB"
 
 
 def test_robots_txt_is_read_up_to_its_cap_and_that_part_is_obeyed(tmp_path: Path, loopback_only: list) -> None:
     bomb = gzip_bomb(b"User-agent: *\nDisallow: /post.json\n", b"# filler\n", 300 * MiB)
-    with serve([FakePost(1)]) as server:
-        server.site.custom["/robots.txt"] = lambda h: send_body(h, bomb, {"Content-Type": "text/plain",
-                                                                          "Content-Encoding": "gzip"})
-        tracemalloc.start()
-        try:
-            result, _ = in_thread(lambda: crawl(server, tmp_path / "out"), 30)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert not server.site.requests_for("/post.json")
+    result, peak, site = crawl_answered_by(tmp_path, "/robots.txt", lambda h: send_body(
+        h, bomb, {"Content-Type": "text/plain", "Content-Encoding": "gzip"}))
+    assert not site.requests_for("/post.json")
     assert isinstance(result, CrawlError) and "robots.txt" in str(result) and "disallows" in str(result), result
     assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB"
 

@@ -29,18 +29,10 @@ def augment(args: list[str], cwd: Path, nproc: int = 1) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny training run, once in one process and once with torchrun on 2 processes."""
-    from tests.conftest import draw_shapes
-    from PIL import Image
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams, CropParams
+    from tests.conftest import shapes_crop
 
     tmp = tmp_path_factory.mktemp("ddp")
-    images, labels = draw_shapes(64, 28, seed=3)
-    for i, (img, c) in enumerate(zip(images, labels)):
-        (tmp / "shapes" / f"c{c}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[..., 0]).save(tmp / "shapes" / f"c{c}" / f"{i}.png")
-    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
-    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    shapes_crop(tmp, 64, seed=3)
     for name, nproc in (("single", 1), ("ddp", 2)):
         params = {"train": {**TRAIN, "input": str(tmp / "crop"), "out": str(tmp / name), "metrics": str(tmp / f"{name}.json")}}
         (tmp / f"{name}.yaml").write_text(yaml.safe_dump(params))

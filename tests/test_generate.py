@@ -20,19 +20,10 @@ from pipeline.sampling import Sampler, TopK, seeded_normal
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A briefly trained conditional model on the shapes data, and its crop folder."""
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams, CropParams
-    from tests.conftest import draw_shapes
-    from PIL import Image
+    from tests.conftest import shapes_crop
 
     tmp = tmp_path_factory.mktemp("gen")
-    root = tmp / "shapes"
-    images, labels = draw_shapes(60, 28, seed=2)
-    for i, (img, c) in enumerate(zip(images, labels)):
-        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[..., 0]).save(root / f"c{c}" / f"{i}.png")
-    crawl.run(CrawlParams(source="folder", root=root, out=tmp / "raw"))
-    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    shapes_crop(tmp, 60, seed=2)
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
                           g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1,
                           judge_steps=20))

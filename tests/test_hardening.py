@@ -138,19 +138,10 @@ def test_resume_refuses_changed_settings_and_data(tmp_path: Path, crop_dir: Path
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from PIL import Image
-
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams
-    from tests.conftest import draw_shapes
+    from tests.conftest import shapes_crop
 
     tmp = tmp_path_factory.mktemp("hard")
-    images, labels = draw_shapes(48, 28, seed=2)
-    for i, (img, c) in enumerate(zip(images, labels)):
-        (tmp / "shapes" / f"c{c}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[..., 0]).save(tmp / "shapes" / f"c{c}" / f"{i}.png")
-    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
-    crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
+    shapes_crop(tmp, 48, seed=2)
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", **{**TINY, "max_steps": 2}))
     return tmp / "train" / "checkpoint.pt"
 
