@@ -231,6 +231,37 @@ def test_near_duplicates_need_a_close_hash_and_pass_the_same_test() -> None:
     assert asked == [(0, 1), (0, 3)]          # far is never asked about; the first match settles it
 
 
+def brute_force_near_duplicates(hashes: list[int], order: list[int], max_distance: int, same) -> set[int]:
+    """The definition, written as the scan of every kept face it replaced."""
+    kept: list[int] = []
+    dropped: set[int] = set()
+    for i in order:
+        if any(bin(hashes[j] ^ hashes[i]).count("1") <= max_distance and same(j, i) for j in kept):
+            dropped.add(i)
+        else:
+            kept.append(i)
+    return dropped
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 6, 13, 40, 63, 64])
+def test_the_hash_band_index_decides_exactly_as_the_full_scan(max_distance: int) -> None:
+    """Random hashes with planted near copies (1..max bits flipped) and an arbitrary `same`: identical drops and asks."""
+    rng = np.random.default_rng(max_distance)
+    hashes = [int(high) * 2 + int(low) for high, low in zip(rng.integers(0, 2 ** 63, 400), rng.integers(0, 2, 400))]
+    for i in range(0, 400, 3):           # near copies of earlier hashes, up to max_distance + 2 bits away
+        bits = rng.choice(64, size=int(rng.integers(0, min(max_distance + 3, 64))), replace=False)
+        hashes[i] = hashes[int(rng.integers(0, 400))] ^ sum(1 << int(b) for b in bits)
+    order = [int(i) for i in rng.permutation(400)]
+    verdict = {(j, i): bool(rng.random() < 0.7) for j in range(400) for i in range(400)}
+    asked_fast: list[tuple[int, int]] = []
+    asked_full: list[tuple[int, int]] = []
+    fast = near_duplicates(hashes, order, max_distance, lambda j, i: asked_fast.append((j, i)) or verdict[j, i])
+    full = brute_force_near_duplicates(hashes, order, max_distance,
+                                       lambda j, i: asked_full.append((j, i)) or verdict[j, i])
+    assert fast == full and len(fast) > 0
+    assert asked_fast == asked_full
+
+
 def test_negatives_yield_no_crops(tmp_path: Path) -> None:
     negatives = [(encode(img), None) for img in (blank(SIZE), blurred_face(0, SIZE), random_shapes(0, SIZE))]
     write_crawl(tmp_path / "raw", negatives)
