@@ -1,9 +1,11 @@
 """Which candidates to keep: the selection rules (topk, filter, drs, mh) and the D calibration and floors they need.
 
-All three rules stream over the same candidates (candidate i: seed `generate.seed + i`,
+The rules stream over the same candidates (candidate i: seed `generate.seed + i`,
 label `i mod K`) and fill the same per-class quotas, holding O(count) state whatever the
 oversampling factor:
 
+- `filter` (the default) keeps, in seed order, the candidates the label judge reads as their
+  class and D scores at or above its class's floor (`FilterSelector`).
 - `topk` keeps the highest raw discriminator logits (`sampling.TopK`, the classic rule).
 - `drs` (Azadi et al. 2019, "Discriminator Rejection Sampling") accepts candidate x with
   probability sigmoid(F(x)), F(x) = D~(x) - D*_M - log(1 - exp(D~(x) - D*_M - eps)) - gamma,

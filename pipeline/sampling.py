@@ -1,12 +1,11 @@
 """The candidate stream: each candidate's seed, label, latent and hash draws, quotas, the one top-k, the Sampler.
 
-The Sampler draws and scores candidates by seed.
-
 Every candidate has its own seed (`generate.seed + i`) and label `i mod K`; its latent and
 every random draw about it (DRS acceptance, MH moves) come from counter-based SplitMix64 hashes
 of that seed, so a kept sample is regenerated exactly from its manifest line whatever the batch
-it was drawn in. `generate` (the export) and `evaluate` (the rule comparison) both stream
-candidates through this module, and `ranking` decides which of them to keep.
+it was drawn in. The Sampler (G and D rebuilt from a checkpoint) draws and scores candidates by
+seed; `generate` (the export) and `evaluate` (the rule comparison) both stream candidates
+through this module, and `ranking` decides which of them to keep.
 """
 from __future__ import annotations
 
