@@ -16,6 +16,9 @@ the images `generate` may use to calibrate D, so they never judge what they help
   real test images, in the 128-d penultimate features of the CNN trained on all real
   training images. The real subset of the same size gives the floor these numbers reach
   when the "generated" set is real.
+- Variety: per class, the export's within-class pixel spread and MS-SSIM diversity against
+  the real training images of that class (`pipeline.variety`), with a note for a class below
+  0.3x: CAS cannot see a class drawn as one image repeated.
 - Ranking: unranked, topk, drs and mh sets of `compare_count` images, all drawn from the
   same candidate pool of the same checkpoint (candidate i: seed `generate.seed + i`), with
   the export's generate settings; their kept vs discarded D scores.
@@ -47,6 +50,7 @@ from pipeline.manifest import path_inside
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
+from pipeline.variety import class_variety, variety_report
 from pipeline.yardstick import Judge, Judged, LabelledSet, augmented_mix, mean_std, random_subset, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,9 @@ class EvaluateSummary:
             rows[f"{vs['rule']} - unranked"] = ", ".join(
                 f"{k} {v['diff']:+.4f} ± {v['std']:.4f}{' (beyond 2 std)' if v['beyond_2_std'] else ''}"
                 for k, v in vs.items() if isinstance(v, dict))
+        if m.get("variety"):
+            rows["variety vs real (min of pixel std, MS-SSIM)"] = ", ".join(
+                f"{name} {v['ratio']:.2f}" for name, v in m["variety"].items())
         if m.get("winner"):
             rows["best rule"] = m["winner"]
         if m.get("inception"):
@@ -218,6 +225,10 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics["cas_ratio"] = round(metrics["cas"] / metrics["real_accuracy"], 4) if metrics["real_accuracy"] else None
     metrics.update(reliability_report(test.labels, classes, metrics["cas"], _average(results["export"]).per_class_accuracy))
     metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
+    # Within-class variety against the real training crops: CAS cannot see one image per class.
+    metrics.update(variety_report(class_variety(export.images, export.labels, real.images, real.labels, classes,
+                                                seed=params.seed)))
+    metrics["notes"] = metrics["notes"] + metrics.pop("variety_notes")
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
                               **{k: v for key in ("real", "augmented", "gain") for k, v in mean_std(key, g[key]).items()}}
                        for name, g in gains.items()}
