@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.config import EvaluateParams, GenerateParams, to_jsonable
 from pipeline.data import load_split
@@ -174,6 +175,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     num_classes = len(classes)
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
+    if rules:
+        load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
 
     seeds = [params.seed + i for i in range(params.seeds)]
     judge = Judge(params, test, num_classes, device, progress)

@@ -52,9 +52,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            # A failed write() names no file; say which one, so a full disk names its folder.
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -159,9 +162,13 @@ def save_pngs(paths: list[str], images: np.ndarray) -> int:
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save's bytes, atomically, written with write(): numpy's own tofile reports a full disk
+    as an OSError without errno, a plain write as ENOSPC (which the CLI names as out of space)."""
+    array = np.ascontiguousarray(array)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.save(fh, array)
+            np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+            fh.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def write_shards(folder: Path, images: np.ndarray, shard_size: int, prefix: str = "shard") -> list[tuple[str, int]]:
