@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -65,8 +66,9 @@ def sweep_temp(path: Path) -> int:
     """Remove the temp files a killed writer left behind; returns how many.
 
     For a folder, every atomic_path temp name in it and below (hidden folders and links are
-    not entered); for a file, only that file's own temp names beside it. Nothing that
-    atomic_path did not name is touched.
+    not entered), and beside it the staging folders `.<name>.XXXXXXXX` that a stage building
+    a whole new folder (export) makes with mkdtemp; for a file, only that file's own temp
+    names beside it. Nothing named otherwise is touched.
     """
     path = Path(path)
     if path.is_dir():
@@ -74,6 +76,9 @@ def sweep_temp(path: Path) -> int:
         for root, dirs, files in os.walk(path):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found += [os.path.join(root, name) for name in files if TEMP_NAME.match(name)]
+        staging = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # mkdtemp's name for a whole new folder
+        for folder in (p for p in path.parent.iterdir() if staging.match(p.name) and p.is_dir() and not p.is_symlink()):
+            shutil.rmtree(folder, ignore_errors=True)
     elif path.parent.is_dir():
         prefix = f".{path.name}."
         found = [str(p) for p in path.parent.iterdir() if p.name.startswith(prefix) and TEMP_NAME.match(p.name)

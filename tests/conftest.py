@@ -108,7 +108,8 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
 
 
 def tiny_params(tmp: Path) -> dict[str, dict]:
-    """params.yaml sections for the whole chain at toy sizes, every path under `tmp` (crawl source: tmp/shapes)."""
+    """params.yaml sections for the whole chain at toy sizes, every path under `tmp` (crawl source: tmp/shapes);
+    `Path(".")` gives paths relative to the folder the stages run in."""
     return {
         "crawl": {"source": "folder", "root": str(tmp / "shapes"), "out": str(tmp / "raw")},
         "crop": {"input": str(tmp / "raw"), "out": str(tmp / "crop"), "metrics": str(tmp / "metrics" / "crop.json"),
@@ -128,21 +129,31 @@ def tiny_params(tmp: Path) -> dict[str, dict]:
 
 def tiny_pipeline(tmp: Path) -> Path:
     """Shapes with train and test splits, run through every stage by the library with `tiny_params`;
-    returns the params.yaml that names them all (for `augment <stage> --params`)."""
+    returns the params.yaml that names them all (for `augment <stage> --params`, run in `tmp`).
+
+    Its paths are relative to `tmp`, so a copy of the folder is the same chain, file for file."""
+    import contextlib
+
     import yaml
     from PIL import Image
 
     from pipeline import crawl, crop, evaluate, export, generate, train
     from pipeline.config import load_section
 
-    for split, n, seed in (("train", 60, 3), ("test", 30, 4)):
-        images, labels = draw_shapes(n, 28, seed=seed)
-        for i, (img, c) in enumerate(zip(images, labels)):
-            (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
-    params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump(tiny_params(tmp)))
-    for name, stage in (("crawl", crawl), ("crop", crop), ("train", train), ("generate", generate),
-                        ("export", export), ("evaluate", evaluate)):
-        stage.run(load_section(params, name))
-    return params
+    with contextlib.chdir(tmp):
+        for split, n, seed in (("train", 60, 3), ("test", 30, 4)):
+            images, labels = draw_shapes(n, 28, seed=seed)
+            for i, (img, c) in enumerate(zip(images, labels)):
+                (Path("shapes") / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img[..., 0]).save(Path("shapes") / split / f"c{c}" / f"{i}.png")
+        Path("params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
+        for name, stage in (("crawl", crawl), ("crop", crop), ("train", train), ("generate", generate),
+                            ("export", export), ("evaluate", evaluate)):
+            stage.run(load_section(Path("params.yaml"), name))
+    return tmp / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one finished `tiny_pipeline` chain; tests must work on a copy of it."""
+    return tiny_pipeline(tmp_path_factory.mktemp("chain")).parent

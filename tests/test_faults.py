@@ -18,20 +18,14 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import tiny_params, tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of one finished tiny chain (read-only for the tests: each works on a copy)."""
-    return tiny_pipeline(tmp_path_factory.mktemp("chain")).parent
+from tests.conftest import tiny_params
 
 
 @pytest.fixture
-def work(tmp_path: Path, chain: Path) -> Path:
-    """A private copy of the chain with its own params.yaml; returns its folder."""
+def work(tmp_path: Path, tiny_chain: Path) -> Path:
+    """A private copy of the tiny chain, its params.yaml naming it by absolute paths; returns its folder."""
     root = tmp_path / "w"
-    shutil.copytree(chain, root)
+    shutil.copytree(tiny_chain, root)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(root)))
     return root
 
