@@ -125,8 +125,7 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     card = read_json(card_path)
     if not (folder / "manifest.csv").exists():
         raise EvaluateError(f"evaluate.export: {folder} has no manifest.csv; run `augment export` again")
-    with open(folder / "manifest.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["source"] == "synthetic"]
+    rows = _synthetic_rows(folder / "manifest.csv")
     if not rows:
         raise EvaluateError(f"evaluate.export: {folder} holds no synthetic images")
     if any(r["label_id"] == "" for r in rows):
@@ -134,6 +133,21 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     arrays = [read_image(path_inside(folder, r["file"])) for r in rows]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return LabelledSet(images, np.array([int(r["label_id"]) for r in rows], np.int64)), list(card["classes"]), card
+
+
+def _synthetic_rows(path: Path) -> list[dict[str, str]]:
+    """manifest.csv's synthetic rows; a row that is not an export row is an error naming its line."""
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        for r in reader:
+            if not r.get("file") or r.get("source") not in ("real", "synthetic"):
+                raise EvaluateError(f"{path}:{reader.line_num}: not an export row (needs file, and source real or synthetic)")
+            if r.get("label_id") and not r["label_id"].isdigit():
+                raise EvaluateError(f"{path}:{reader.line_num}: label_id {r['label_id']!r} is not a whole number")
+            if r["source"] == "synthetic":
+                rows.append(r)
+    return rows
 
 
 def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateParams:

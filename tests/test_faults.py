@@ -109,6 +109,16 @@ def test_a_bad_manifest_line_is_named_with_its_number(work: Path, stage: str, fo
     assert f"{manifest}:3:" in line
 
 
+def test_a_bad_export_table_row_is_named_with_its_line(work: Path) -> None:
+    table = work / "export" / "manifest.csv"
+    lines = table.read_text().splitlines()
+    file, label, _, rest = lines[4].split(",", 3)
+    lines[4] = ",".join([file, label, "two", rest])   # label_id
+    table.write_text("\n".join(lines) + "\n")
+    line = augment(work, "evaluate")
+    assert f"{table}:5: label_id 'two' is not a whole number" in line
+
+
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
 def test_a_meta_json_that_is_not_json_is_named(work: Path, stage: str) -> None:
     (work / "crop" / "meta.json").write_text('{"classes": ["c0", ')
@@ -249,6 +259,15 @@ def test_generate_onto_a_full_disk_leaves_no_manifest(work: Path, small_disk: Ca
     assert_out_of_space(line, disk / "gen")
     assert not (disk / "gen" / "manifest.jsonl").exists() and no_temp_files(disk) == []
     assert "run `augment generate` first" in augment(work, "export")
+
+
+def test_evaluate_onto_a_full_disk_keeps_the_previous_metrics(work: Path, small_disk: Callable[[str, str], Path]) -> None:
+    disk = small_disk("disk", "16k")   # too small for its plots
+    retarget(work, "evaluate", "out", disk / "evaluate")
+    before = (work / "metrics" / "evaluate.json").read_bytes()
+    line = augment(work, "evaluate")
+    assert_out_of_space(line, disk / "evaluate")
+    assert (work / "metrics" / "evaluate.json").read_bytes() == before and no_temp_files(disk) == []
 
 
 def test_out_of_space_names_the_output_a_temp_file_belongs_to() -> None:
