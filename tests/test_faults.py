@@ -210,43 +210,44 @@ def no_temp_files(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".staged-")]
 
 
+def first_run_on_a_small_disk(work: Path, small_disk: Callable[[str, str], Path], stage: str, size: str,
+                              *args: str) -> Path:
+    """Point the stage's out at a fresh tmpfs of `size` and run it there once, successfully; returns out."""
+    out = small_disk("disk", size) / stage
+    retarget(work, stage, "out", out)
+    done = CliRunner().invoke(app, [stage, *args, "--params", str(work / "params.yaml")])
+    assert done.exit_code == 0, done.output
+    return out
+
+
 def test_export_onto_a_full_disk_keeps_the_previous_export(work: Path, small_disk: Callable[[str, str], Path]) -> None:
-    disk = small_disk("disk", "512k")
-    out = disk / "export"
-    retarget(work, "export", "out", out)
-    assert CliRunner().invoke(app, ["export", "--params", str(work / "params.yaml")]).exit_code == 0
+    out = first_run_on_a_small_disk(work, small_disk, "export", "512k")
     before = snapshot(out)
     assert "manifest.csv" in before
     line = augment(work, "export", "--include-real")   # twice the images while the previous export is still there
     assert_out_of_space(line, out)
-    assert snapshot(out) == before and sorted(p.name for p in disk.iterdir()) == ["export"]
+    assert snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["export"]
 
 
 def test_crop_onto_a_full_disk_keeps_the_previous_crop(work: Path, small_disk: Callable[[str, str], Path]) -> None:
-    disk = small_disk("disk", "1m")
-    out = disk / "crop"
-    retarget(work, "crop", "out", out)
-    assert CliRunner().invoke(app, ["crop", "--params", str(work / "params.yaml")]).exit_code == 0
+    out = first_run_on_a_small_disk(work, small_disk, "crop", "1m")
     before = snapshot(out)
     line = augment(work, "crop", "--size", "128")      # 16x the bytes of the 32 px shards
     assert_out_of_space(line, out)
-    assert snapshot(out) == before and no_temp_files(disk) == []
+    assert snapshot(out) == before and no_temp_files(out.parent) == []
 
 
 def test_train_onto_a_full_disk_keeps_the_last_checkpoint(work: Path, small_disk: Callable[[str, str], Path]) -> None:
     from pipeline.checkpoint import load_checkpoint
 
-    disk = small_disk("disk", "3m")   # room for a ~1 MB checkpoint and its next version's temp file
-    out = disk / "train"
-    retarget(work, "train", "out", out)
-    done = CliRunner().invoke(app, ["train", "--max-steps", "2", "--params", str(work / "params.yaml")])
-    assert done.exit_code == 0, done.output
+    # room for a ~1 MB checkpoint and its next version's temp file
+    out = first_run_on_a_small_disk(work, small_disk, "train", "3m", "--max-steps", "2")
     saved = (out / "checkpoint.pt").read_bytes()
     retarget(work, "train", "g_channels", 64)   # a checkpoint too big for the disk
     line = augment(work, "train")
     assert_out_of_space(line, out)
     assert (out / "checkpoint.pt").read_bytes() == saved and load_checkpoint(out / "checkpoint.pt")["step"] == 2
-    assert no_temp_files(disk) == []
+    assert no_temp_files(out.parent) == []
 
 
 def test_generate_onto_a_full_disk_leaves_no_manifest(work: Path, small_disk: Callable[[str, str], Path]) -> None:
