@@ -30,7 +30,6 @@ top.png / bottom.png (the highest and lowest D-scored candidates of each class, 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,12 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.config import EvaluateParams, GenerateParams, to_jsonable
 from pipeline.data import load_split
 from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, image_grid, save_png, write_json
+from pipeline.io import atomic_path, image_grid, read_image, read_json, save_png, write_json
 from pipeline.manifest import path_inside
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
@@ -125,26 +125,36 @@ def _triple(f: dict[str, Any], suffix: str = "") -> str:
 
 def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any]]:
     """The export's synthetic images (uint8) and label ids, its classes and its dataset card."""
-    from PIL import Image
-
     folder = Path(folder)
     card_path = folder / "dataset.json"
     if not card_path.exists():
         raise EvaluateError(f"evaluate.export: {folder} is not an augment export (no dataset.json); run `augment export` first")
-    card = json.loads(card_path.read_text())
-    with open(folder / "manifest.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["source"] == "synthetic"]
+    card = read_json(card_path)
+    if not (folder / "manifest.csv").exists():
+        raise EvaluateError(f"evaluate.export: {folder} has no manifest.csv; run `augment export` again")
+    rows = _synthetic_rows(folder / "manifest.csv")
     if not rows:
         raise EvaluateError(f"evaluate.export: {folder} holds no synthetic images")
     if any(r["label_id"] == "" for r in rows):
         raise EvaluateError("evaluate needs labelled data: the export has unlabelled images")
-    arrays = []
-    for r in rows:
-        with Image.open(path_inside(folder, r["file"])) as img:
-            a = np.asarray(img, dtype=np.uint8)
-        arrays.append(a[..., None] if a.ndim == 2 else a)
+    arrays = [read_image(path_inside(folder, r["file"])) for r in rows]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return LabelledSet(images, np.array([int(r["label_id"]) for r in rows], np.int64)), list(card["classes"]), card
+
+
+def _synthetic_rows(path: Path) -> list[dict[str, str]]:
+    """manifest.csv's synthetic rows; a row that is not an export row is an error naming its line."""
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        for r in reader:
+            if not r.get("file") or r.get("source") not in ("real", "synthetic"):
+                raise EvaluateError(f"{path}:{reader.line_num}: not an export row (needs file, and source real or synthetic)")
+            if r.get("label_id") and not r["label_id"].isdigit():
+                raise EvaluateError(f"{path}:{reader.line_num}: label_id {r['label_id']!r} is not a whole number")
+            if r["source"] == "synthetic":
+                rows.append(r)
+    return rows
 
 
 def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateParams:
@@ -186,6 +196,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     num_classes = len(classes)
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
+    if rules:
+        load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
 
     seeds = [params.seed + i for i in range(params.seeds)]
     judge = Judge(params, test, num_classes, device, progress)

@@ -8,7 +8,6 @@ under a temporary name and renamed into place, so a reader never sees half an ex
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import tempfile
 from collections import Counter
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pipeline.config import ExportParams, to_jsonable
 from pipeline.errors import PipelineError
-from pipeline.io import ShardReader, save_png, write_json, write_text
+from pipeline.io import ShardReader, read_image, read_json, save_png, write_json, write_text
 from pipeline.labels import class_dirs
 from pipeline.manifest import MANIFEST_NAME, Record, path_inside, read_manifest, write_manifest
 from pipeline.progress import SILENT, Progress
@@ -49,7 +48,7 @@ class ExportSummary:
 
 def _read_generated(folder: Path) -> tuple[list[Record], dict[str, Any]]:
     meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_json(meta_path) if meta_path.exists() else {}
     if meta.get("params", {}).get("scores_only"):
         raise ExportError(f"export.input: {folder} was generated with --scores-only and holds no images")
     if not (folder / MANIFEST_NAME).exists():
@@ -60,7 +59,7 @@ def _read_generated(folder: Path) -> tuple[list[Record], dict[str, Any]]:
 def _real_records(folder: Path, classes: list[str]) -> tuple[list[Record], ShardReader]:
     if not (folder / MANIFEST_NAME).exists():
         raise ExportError(f"export.real: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json(folder / "meta.json")
     if list(meta.get("classes", [])) != list(classes):
         raise ExportError(f"export.real: classes of {folder} {meta.get('classes')} differ from the model's {classes}")
     return [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == "train"], ShardReader(folder)
@@ -82,6 +81,7 @@ def run(params: ExportParams, progress: Progress = SILENT) -> ExportSummary:
             name = f"{dirs[r.label_id] if r.label_id is not None else UNLABELLED}/seed{r.seed}.png"
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             if r.index is None:
+                read_image(path_inside(gen_dir, r.file))  # one that does not decode stops here, naming it
                 shutil.copyfile(gen_dir / r.file, staging / name)
             else:
                 save_png(staging / name, shards.get(r.file, r.index))
@@ -189,7 +189,7 @@ class ExportDataset(Dataset):
         card = self.root / "dataset.json"
         if not card.exists():
             raise ExportError(f"{self.root} is not an augment export (no dataset.json)")
-        self.info = json.loads(card.read_text())
+        self.info = read_json(card)
         self.classes: list[str] = self.info["classes"]
         with open(self.root / "manifest.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))

@@ -30,7 +30,7 @@ from pipeline.device import autocast, resolve_device, resolve_precision, set_thr
 from pipeline.diffaugment import diff_augment
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, image_grid, save_png, write_json
+from pipeline.io import atomic_path, image_grid, read_json, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty, mode_seeking
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
@@ -87,7 +87,7 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).exists():
         raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json(folder / "meta.json")
     images, label_ids, records, classes = load_split(folder, "train")
     if not records:
         raise TrainError(f"train.input: {folder} has no images in the train split")

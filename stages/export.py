@@ -19,4 +19,4 @@ def command(
     cfg: P = load(params, "export", overrides)
     from pipeline.export import run
 
-    execute("export", lambda bar: run(cfg, bar))
+    execute("export", lambda bar: run(cfg, bar), writes=[cfg.out])

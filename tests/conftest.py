@@ -105,3 +105,55 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
     proc = subprocess.run([bin_path("dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
+
+
+def tiny_params(tmp: Path) -> dict[str, dict]:
+    """params.yaml sections for the whole chain at toy sizes, every path under `tmp` (crawl source: tmp/shapes);
+    `Path(".")` gives paths relative to the folder the stages run in."""
+    return {
+        "crawl": {"source": "folder", "root": str(tmp / "shapes"), "out": str(tmp / "raw")},
+        "crop": {"input": str(tmp / "raw"), "out": str(tmp / "crop"), "metrics": str(tmp / "metrics" / "crop.json"),
+                 "cache": str(tmp / ".crop-cache")},
+        "train": {"input": str(tmp / "crop"), "out": str(tmp / "train"), "metrics": str(tmp / "metrics" / "train.json"),
+                  "batch_size": 16, "z_dim": 8, "g_channels": 8, "d_channels": 8, "embed_dim": 4, "epochs": 4,
+                  "checkpoint_every": 2, "threads": 1, "ema_start": 2, "grid_per_class": 4, "judge_steps": 10},
+        "generate": {"checkpoint": str(tmp / "train" / "checkpoint.pt"), "out": str(tmp / "gen"), "real": str(tmp / "crop"),
+                     "count": 60, "oversample": 2, "batch_size": 16, "threads": 1, "writers": 0},
+        "export": {"input": str(tmp / "gen"), "real": str(tmp / "crop"), "out": str(tmp / "export")},
+        "evaluate": {"export": str(tmp / "export"), "real": str(tmp / "crop"), "checkpoint": str(tmp / "train" / "checkpoint.pt"),
+                     "out": str(tmp / "evaluate"), "metrics": str(tmp / "metrics" / "evaluate.json"), "steps": 4,
+                     "feature_steps": 6, "gain_steps": 5, "seeds": 1, "batch_size": 16, "fractions": [0.5],
+                     "rules": ["unranked"], "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1},
+    }
+
+
+def tiny_pipeline(tmp: Path) -> Path:
+    """Shapes with train and test splits, run through every stage by the library with `tiny_params`;
+    returns the params.yaml that names them all (for `augment <stage> --params`, run in `tmp`).
+
+    Its paths are relative to `tmp`, so a copy of the folder is the same chain, file for file."""
+    import contextlib
+
+    import yaml
+    from PIL import Image
+
+    from pipeline import crawl, crop, evaluate, export, generate, train
+    from pipeline.config import load_section
+
+    with contextlib.chdir(tmp):
+        for split, n, seed in (("train", 60, 3), ("test", 30, 4)):
+            images, labels = draw_shapes(n, 28, seed=seed)
+            for i, (img, c) in enumerate(zip(images, labels)):
+                (Path("shapes") / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img[..., 0]).save(Path("shapes") / split / f"c{c}" / f"{i}.png")
+        Path("params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
+        for name, stage in (("crawl", crawl), ("crop", crop), ("train", train), ("generate", generate),
+                            ("export", export), ("evaluate", evaluate)):
+            stage.run(load_section(Path("params.yaml"), name))
+    return tmp / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one finished `tiny_pipeline` chain; tests must work on a copy of it."""
+    return tiny_pipeline(tmp_path_factory.mktemp("chain")).parent
