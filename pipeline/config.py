@@ -190,8 +190,6 @@ class TrainParams(_Section):
     diffaugment_groups: bool = Field(False, description="Draw DiffAugment's random parameters once per minibatch-std group (mbstd_group consecutive images) instead of per image, so minibatch-std still sees when G draws one image for every z.")
     ema_rampup: Optional[float] = Field(0.25, gt=0, description="The EMA's half-life is at most this share of the steps since ema_start (StyleGAN's ramp-up), so a short run samples from its recent G, not from G at ema_start; null: ema_decay from the start.")
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
-    cond_start: int = Field(0, ge=0, description="Transitional training (Shahbazi et al. 2022): G and D ignore the labels until this step...")
-    cond_steps: int = Field(0, ge=0, description="...then the class inputs are faded in over this many steps (0 with cond_start 0: conditional from the start).")
     mode_seeking: float = Field(0.0, ge=0, description="Weight of MSGAN's mode-seeking term in G's loss, which makes G's output move with z (0 = off).")
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")

@@ -335,19 +335,12 @@ class Trainer:
         y = y.repeat_interleave(group)
         return z, self._local(y).to(self.device)
 
-    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None, cond: float = 1.0) -> torch.Tensor:
+    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
         if self.diffaug:
             group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
             x = diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
-        return self.d_train(x, y, cond=cond)
-
-    def cond_weight(self) -> float:
-        """How much G and D hear the labels at this step: 0 before cond_start, then a linear ramp to 1."""
-        p = self.params
-        if self.step < p.cond_start:
-            return 0.0
-        return 1.0 if p.cond_steps == 0 else min(1.0, (self.step - p.cond_start) / p.cond_steps)
+        return self.d_train(x, y)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
@@ -355,13 +348,12 @@ class Trainer:
         idx = self._local(idx).to(self.data.images.device)
         real = to_float(self.data.images[idx])
         y_real = self.data.labels[idx] if self.conditional else None
-        cond = self.cond_weight()
         for _ in range(p.d_steps):
             z, y_fake = self._noise(n)
             with autocast(self.device, self.precision):
                 with torch.no_grad():
-                    fake = self.g_train(z, y_fake, cond=cond)
-                out_real, out_fake = self._d_logits(real, y_real, cond), self._d_logits(fake, y_fake, cond)
+                    fake = self.g_train(z, y_fake)
+                out_real, out_fake = self._d_logits(real, y_real), self._d_logits(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
             if p.loss == "wgan-gp":
                 alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
@@ -371,8 +363,8 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            fake = self.g_train(z, y_fake, cond=cond)
-            out_gen = self._d_logits(fake, y_fake, cond)
+            fake = self.g_train(z, y_fake)
+            out_gen = self._d_logits(fake, y_fake)
             loss_g = g_loss(p.loss, out_gen.float())
             if p.mode_seeking:
                 loss_g = loss_g + p.mode_seeking * mode_seeking(fake.float(), z, y_fake)
