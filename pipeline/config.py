@@ -240,7 +240,9 @@ class ExportParams(_Section):
     real: Path = Field(Path("data/crop"), description="The crop output folder (for include_real).")
     out: Path = Field(Path("data/export"), description="ImageFolder-style dataset written here.")
     include_real: bool = Field(False, description="Also export the real training images, marked source=real.")
-    seed: int = Field(0, description="Seed recorded in the dataset card.")
+    format: Literal["imagefolder", "webdataset"] = Field("imagefolder", description="imagefolder: <id>_<label>/*.png (torchvision ImageFolder, Hugging Face imagefolder); webdataset: shard-*.tar of <key>.png/.cls/.json.")
+    shard_size: int = Field(10000, ge=1, description="format=webdataset: samples per .tar shard.")
+    seed: int = Field(0, description="Seed of the shuffled sample order in webdataset shards (each class spread evenly, so every shard holds every class); recorded in the dataset card.")
 
 
 class EvaluateParams(_Section):

@@ -44,6 +44,7 @@ from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.manifest import path_inside
+from pipeline.ownership import claim_out
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
@@ -125,6 +126,8 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     if not card_path.exists():
         raise EvaluateError(f"evaluate.export: {folder} is not an augment export (no dataset.json); run `augment export` first")
     card = json.loads(card_path.read_text())
+    if card.get("format", "imagefolder") != "imagefolder":
+        raise EvaluateError(f"evaluate.export: {folder} is a {card['format']} export; evaluate reads export.format imagefolder")
     with open(folder / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["source"] == "synthetic"]
     if not rows:
@@ -155,6 +158,7 @@ def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateP
 def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     """Measure the export (CAS, gains, fidelity) and compare the selection rules; write metrics, CSVs and plots."""
     started = time.perf_counter()
+    claim_out(params.out, "evaluate")  # refuses a folder holding anything evaluate did not write, before any work
     device = resolve_device(params.device)
     set_threads(params.threads)
     export, classes, card = load_export_set(params.export)

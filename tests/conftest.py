@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fash
 
 # Tests use few threads: the machines have 2 cores and pytest runs one test at a time.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Hugging Face `datasets` (tests/test_loaders.py): its cache outside the home folder, and no network.
+os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "augment-tests-hf"))
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def bin_path(name: str) -> str:
@@ -105,3 +109,34 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
     proc = subprocess.run([bin_path("dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every stage once, tiny, through the library: shapes with both splits -> crop -> train -> generate ->
+    export -> evaluate. For the tests that read the outputs (loaders, report, folder ownership)."""
+    from PIL import Image
+
+    from pipeline import crawl, crop, evaluate, export, generate, train
+    from pipeline.config import CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, TrainParams
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    for split, n, seed in (("train", 60, 7), ("test", 30, 8)):
+        images, labels = draw_shapes(n, 28, seed=seed)
+        for i, (img, c) in enumerate(zip(images, labels)):
+            (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
+    dirs = {name: tmp / name for name in ("raw", "crop", "train", "gen", "export", "evaluate")}
+    dirs["metrics"] = tmp / "metrics"
+    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=dirs["raw"]))
+    crop.run(CropParams(input=dirs["raw"], out=dirs["crop"], metrics=dirs["metrics"] / "crop.json"))
+    train.run(TrainParams(input=dirs["crop"], out=dirs["train"], metrics=dirs["metrics"] / "train.json", batch_size=16,
+                          z_dim=8, g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1, judge_steps=5))
+    generate.run(GenerateParams(checkpoint=dirs["train"] / "checkpoint.pt", out=dirs["gen"], real=dirs["crop"],
+                                count=24, oversample=2, batch_size=16, threads=1, writers=0))
+    export.run(ExportParams(input=dirs["gen"], real=dirs["crop"], out=dirs["export"]))
+    evaluate.run(EvaluateParams(export=dirs["export"], real=dirs["crop"], checkpoint=dirs["train"] / "checkpoint.pt",
+                                out=dirs["evaluate"], metrics=dirs["metrics"] / "evaluate.json", steps=2, feature_steps=2,
+                                gain_steps=2, seeds=2, batch_size=16, fractions=[0.1], compare_count=12,
+                                rules=["unranked", "filter"], feature_samples=12, grid_per_class=2, threads=1))
+    return dirs
