@@ -174,18 +174,21 @@ def _write_imagefolder(staging: Path, samples: list[Sample], progress: Progress)
 
 
 def spread_order(label_ids: list[Optional[int]], seed: int) -> np.ndarray:
-    """A seeded shuffle that spreads every class evenly: each window of one sample per class holds every class.
+    """A seeded shuffle that spreads every class evenly over the order, each class's first sample leading.
 
-    Item j of a class of n gets the key (j + u) / n, u uniform in [0, 1), over a seeded shuffle of the class:
-    sorting by key deals the classes out in rounds, each round in a random order, so the first shard (and any
-    shard of at least as many samples as classes, for balanced classes) holds every class.
+    Item j of a class of n (a seeded shuffle of the class) gets the key (j + u) / n, u uniform in [0, 1), and
+    item 0 the key u / n_largest: sorting by key puts one sample of every class first, in a random order, then
+    deals each class out at its own even rate. So a first shard of at least as many samples as classes holds
+    every class, and with balanced classes every such shard does.
     """
     rng = np.random.default_rng(seed)
     labels = np.array([-1 if x is None else x for x in label_ids], np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
     keys = np.empty(len(labels), np.float64)
-    for c in np.unique(labels):
+    for c, n in zip(classes, counts):
         members = rng.permutation(np.flatnonzero(labels == c))
-        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+        keys[members] = (np.arange(n) + rng.random(n)) / n
+        keys[members[0]] = rng.random() / counts.max()
     return np.argsort(keys, kind="stable")
 
 

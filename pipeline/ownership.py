@@ -34,7 +34,7 @@ OWN: dict[str, tuple[str, ...]] = {
     "train": ("checkpoint.pt", "losses.csv", "losses.png", "samples/*.png"),
     "generate": ("manifest.jsonl", "scores.jsonl", "meta.json", "grid.png", "scores.png", "shard-*.npy",
                  f"images/{CLASS_DIR}/seed*.png", "images/unlabelled/seed*.png"),
-    "export": ("manifest.csv", "manifest.jsonl", "metadata.jsonl", "dataset.json", "README.md", "shard-*.tar",
+    "export": ("manifest.csv", "manifest.jsonl", "metadata.parquet", "dataset.json", "README.md", "shard-*.tar",
                f"{CLASS_DIR}/seed*.png", f"{CLASS_DIR}/real-*.png", "unlabelled/seed*.png", "unlabelled/real-*.png"),
     "evaluate": ("*.csv", "*.png", "*.json"),
     "report": ("index.html", "*.png"),
