@@ -127,7 +127,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
     dirs = {name: tmp / name for name in ("raw", "crop", "train", "gen", "export", "evaluate")}
-    dirs["metrics"] = tmp / "metrics"
+    dirs.update(metrics=tmp / "metrics", shapes=tmp / "shapes")
     crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=dirs["raw"]))
     crop.run(CropParams(input=dirs["raw"], out=dirs["crop"], metrics=dirs["metrics"] / "crop.json"))
     train.run(TrainParams(input=dirs["crop"], out=dirs["train"], metrics=dirs["metrics"] / "train.json", batch_size=16,
