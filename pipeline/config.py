@@ -286,6 +286,18 @@ class EvaluateParams(_Section):
         return value
 
 
+class ReportParams(_Section):
+    export: Path = Field(Path("data/export"), description="The export to show (its images, manifest and dataset card).")
+    generated: Path = Field(Path("data/generated"), description="The generate output (its score histogram and meta.json).")
+    real: Path = Field(Path("data/crop"), description="The crop output: real training images shown beside the exported ones.")
+    train: Path = Field(Path("runs/train"), description="The train output: loss curves and the checkpoint whose sha256 is shown.")
+    evaluate: Path = Field(Path("runs/evaluate"), description="The evaluate output folder (per-class CSVs, plots, params.json).")
+    metrics: Path = Field(Path("metrics/evaluate.json"), description="evaluate's metrics (CAS, gains, FD, precision, recall, rules, notes).")
+    out: Path = Field(Path("runs/report"), description="The report is written here as index.html, images inline (no network needed).")
+    per_class: int = Field(8, ge=1, le=64, description="Images per class in each grid, exported and real alike.")
+    seed: int = Field(0, description="Seed choosing which images the grids show.")
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "crawl": CrawlParams,
     "crop": CropParams,
@@ -293,6 +305,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "generate": GenerateParams,
     "export": ExportParams,
     "evaluate": EvaluateParams,
+    "report": ReportParams,
 }
 S = TypeVar("S", bound=_Section)
 

@@ -37,7 +37,7 @@ OWN: dict[str, tuple[str, ...]] = {
     "export": ("manifest.csv", "manifest.jsonl", "metadata.parquet", "dataset.json", "README.md", "shard-*.tar",
                f"{CLASS_DIR}/seed*.png", f"{CLASS_DIR}/real-*.png", "unlabelled/seed*.png", "unlabelled/real-*.png"),
     "evaluate": ("*.csv", "*.png", "*.json"),
-    "report": ("index.html", "*.png"),
+    "report": ("index.html",),
 }
 # What `atomic_path` leaves behind when a run is killed mid-write: ours in any stage's folder.
 TEMP_PATTERNS = (".*.tmp",)
@@ -131,6 +131,19 @@ def mark_out(out: Path, owner: str) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     if read_owner(out) != owner:
         write_json(Path(out) / MARKER, {"owner": owner, "note": "written by augment; the stage replaces only its own files here"})
+
+
+def adopt_unmarked(out: Path, owner: str) -> bool:
+    """Mark an unmarked `out` as this owner's when everything in it is a name the owner writes.
+
+    Only for a run the user points at that folder's contents on purpose (`train --resume` continuing a
+    checkpoint copied from elsewhere); every other run refuses an unmarked folder that is not empty.
+    """
+    out = Path(out)
+    if not out.is_dir() or read_owner(out) is not None or foreign_entries(out, OWN[owner]):
+        return False
+    mark_out(out, owner)
+    return True
 
 
 def claim_out(out: Path, owner: str) -> bool:

@@ -34,7 +34,7 @@ from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
-from pipeline.ownership import claim_out
+from pipeline.ownership import adopt_unmarked, claim_out
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -485,6 +485,8 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, 
     ctx, device = from_env(resolve_device(params.device))
     try:
         if ctx.is_main:
+            if resume:  # a checkpoint copied in by hand is the user's to continue
+                adopt_unmarked(params.out, "train")
             claim_out(params.out, "train")  # refuses a folder holding anything train did not write, before any work
         precision = resolve_precision(params.precision, device)
         threads = set_threads(params.threads)

@@ -11,8 +11,9 @@ from typing import Callable
 
 import pytest
 
-from pipeline import crawl, crop, evaluate, export, generate, train
-from pipeline.config import CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, TrainParams
+from pipeline import crawl, crop, evaluate, export, generate, report, train
+from pipeline.config import (CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, ReportParams,
+                             TrainParams)
 from pipeline.ownership import MARKER, OWN, FolderNotOwnedError, check_out, claim_out, foreign_entries
 from tests.conftest import REPO, bin_path
 
@@ -33,10 +34,13 @@ def _runners(t: dict[str, Path], scratch: Path) -> dict[str, Callable[[Path], ob
                                                             metrics=scratch / "evaluate.json", steps=1, feature_steps=1,
                                                             seeds=1, batch_size=16, fractions=[], compare_rankings=False,
                                                             feature_samples=10, threads=1)),
+        "report": lambda out: report.run(ReportParams(export=t["export"], generated=t["gen"], real=t["crop"], train=t["train"],
+                                                      evaluate=t["evaluate"], metrics=t["metrics"] / "evaluate.json",
+                                                      out=out, per_class=2)),
     }
 
 
-STAGES = ["crawl", "crop", "train", "generate", "export", "evaluate"]
+STAGES = ["crawl", "crop", "train", "generate", "export", "evaluate", "report"]
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:
