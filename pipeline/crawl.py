@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from pipeline.config import CrawlParams
-from pipeline.ownership import MARKER, claim_out, mark_out
+from pipeline.ownership import MARKER, claim_out, clear_own, mark_out
 from pipeline.progress import SILENT, Progress
 from pipeline.sources.base import CrawlError, CrawlSummary
 
@@ -18,7 +18,8 @@ from pipeline.sources.base import CrawlError, CrawlSummary
 def run(params: CrawlParams, progress: Progress = SILENT) -> CrawlSummary:
     """Import or crawl according to `params.source`, into a folder that is empty or this source's own."""
     _adopt_unmarked_crawl(Path(params.out), params.source)
-    claim_out(params.out, f"crawl:{params.source}")
+    if claim_out(params.out, f"crawl:{params.source}") and params.source != "konachan":
+        clear_own(params.out, f"crawl:{params.source}")  # an import starts afresh; a board crawl resumes
     if params.source == "fashion-mnist":
         from pipeline.sources.fashion_mnist import import_fashion_mnist
 

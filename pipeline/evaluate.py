@@ -44,7 +44,7 @@ from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.manifest import path_inside
-from pipeline.ownership import claim_out
+from pipeline.ownership import claim_out, clear_own
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
@@ -158,7 +158,8 @@ def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateP
 def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     """Measure the export (CAS, gains, fidelity) and compare the selection rules; write metrics, CSVs and plots."""
     started = time.perf_counter()
-    claim_out(params.out, "evaluate")  # refuses a folder holding anything evaluate did not write, before any work
+    if claim_out(params.out, "evaluate"):  # refuses a folder holding anything evaluate did not write, before any work
+        clear_own(params.out, "evaluate")  # no plot of an earlier run's rules stays behind
     device = resolve_device(params.device)
     set_threads(params.threads)
     export, classes, card = load_export_set(params.export)

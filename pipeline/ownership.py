@@ -14,6 +14,7 @@ this rule; the owner string carries the source (`crawl:konachan`) so it still ho
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from fnmatch import fnmatchcase
@@ -151,6 +152,22 @@ def claim_out(out: Path, owner: str) -> bool:
     earlier = check_out(out, owner)
     mark_out(out, owner)
     return earlier
+
+
+def clear_own(out: Path, owner: str) -> None:
+    """Remove an earlier run's files (what `check_out` accepted as this owner's), so a run never mixes with it.
+
+    Folders are removed once empty; the marker stays. Call it only after `claim_out` accepted `out`.
+    """
+    out = Path(out)
+    found = list(_walk(out))
+    for rel, is_dir in reversed(found):  # contents before the folder holding them
+        path = out / rel
+        if is_dir:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        elif _matches(rel, False, OWN[owner]):
+            path.unlink(missing_ok=True)
 
 
 def _quote(names: list[str]) -> str:

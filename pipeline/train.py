@@ -34,7 +34,7 @@ from pipeline.io import atomic_path, image_grid, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
-from pipeline.ownership import adopt_unmarked, claim_out
+from pipeline.ownership import adopt_unmarked, claim_out, clear_own
 from pipeline.progress import SILENT, Progress
 
 log = logging.getLogger(__name__)
@@ -487,7 +487,10 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, 
         if ctx.is_main:
             if resume:  # a checkpoint copied in by hand is the user's to continue
                 adopt_unmarked(params.out, "train")
-            claim_out(params.out, "train")  # refuses a folder holding anything train did not write, before any work
+            # Refuses a folder holding anything train did not write, before any work; a fresh run then
+            # clears the earlier run's files, so no epoch grid of a longer earlier run stays behind.
+            if claim_out(params.out, "train") and not resume:
+                clear_own(params.out, "train")
         precision = resolve_precision(params.precision, device)
         threads = set_threads(params.threads)
         data = load_training_data(params.input, device)

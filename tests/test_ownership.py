@@ -86,6 +86,22 @@ def test_the_stages_own_output_is_replaced_but_not_with_a_users_file_in_it(stage
     assert _tree(out) == before
 
 
+STALE = {"crawl": "images/0123456789abcdef0123456789abcdef.png", "crop": "shard-09999.npy", "train": "samples/epoch-999.png",
+         "generate": "images/0_c0/seed999999.png", "export": "0_c0/seed999999.png", "evaluate": "per_class_old.csv"}
+
+
+@pytest.mark.parametrize("stage", list(STALE))
+def test_an_earlier_runs_leftovers_are_cleared(stage: str, tmp_path: Path, tiny_run: dict[str, Path]) -> None:
+    """A file of the stage's own kind that this run does not write (a longer earlier run's) is gone after it."""
+    run = _runners(tiny_run, tmp_path)[stage]
+    out = tmp_path / "out"
+    run(out)
+    (out / STALE[stage]).parent.mkdir(parents=True, exist_ok=True)
+    (out / STALE[stage]).write_bytes(b"from an earlier run")
+    run(out)
+    assert not (out / STALE[stage]).exists()
+
+
 def test_another_stages_folder_and_a_file_as_out_are_refused(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
     with pytest.raises(FolderNotOwnedError, match=r"holds the output of augment crop, not generate"):
         check_out(tiny_run["crop"], "generate")
