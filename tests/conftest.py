@@ -47,6 +47,18 @@ def draw_shapes(n: int, size: int, seed: int = 0, classes: int = 3) -> tuple[np.
     return images, labels
 
 
+def shapes_with_splits(root: Path, splits: dict[str, tuple[int, int]]) -> Path:
+    """Drawn shapes as `<root>/<split>/c<k>/<i>.png`, {split: (count, seed)}: a folder import with both splits."""
+    from PIL import Image
+
+    for split, (n, seed) in splits.items():
+        images, labels = draw_shapes(n, 28, seed=seed)
+        for i, (img, c) in enumerate(zip(images, labels)):
+            (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0]).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture
 def shapes_folder(tmp_path: Path) -> Path:
     """A labelled image folder (<root>/<label>/*.png) of 96 small PNGs, plus one corrupt file."""
@@ -115,17 +127,11 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every stage once, tiny, through the library: shapes with both splits -> crop -> train -> generate ->
     export -> evaluate. For the tests that read the outputs (loaders, report, folder ownership)."""
-    from PIL import Image
-
     from pipeline import crawl, crop, evaluate, export, generate, train
     from pipeline.config import CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, TrainParams
 
     tmp = tmp_path_factory.mktemp("tiny")
-    for split, n, seed in (("train", 60, 7), ("test", 30, 8)):
-        images, labels = draw_shapes(n, 28, seed=seed)
-        for i, (img, c) in enumerate(zip(images, labels)):
-            (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
+    shapes_with_splits(tmp / "shapes", {"train": (60, 7), "test": (30, 8)})
     dirs = {name: tmp / name for name in ("raw", "crop", "train", "gen", "export", "evaluate")}
     dirs.update(metrics=tmp / "metrics", shapes=tmp / "shapes")
     crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=dirs["raw"]))

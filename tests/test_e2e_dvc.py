@@ -62,6 +62,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
     assert card["total"] == 40 and len(card["classes"]) == 10
     assert len(list((repo / "data/export").glob("*/*.png"))) == 40
     assert "train.json" in dvc(repo, "metrics", "show")
+    assert '<section id="params">' in (repo / "runs/report/index.html").read_text()
 
 
 def test_second_repro_skips_everything(repo: Path) -> None:
