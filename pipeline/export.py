@@ -114,6 +114,8 @@ def run(params: ExportParams, progress: Progress = SILENT) -> ExportSummary:
         _write_tables(staging, rows, model_sha)
         summary.per_class = dict(Counter(r.label or UNLABELLED for r in rows))
         card = _dataset_card(rows, classes, dirs, meta, params, model_sha)
+        if params.format == "webdataset":
+            card["shards"] = [SHARD_PATTERN.format(i) for i in range(summary.shards)]
         write_json(staging / "dataset.json", card)
         write_text(staging / "README.md", _readme(card))
         check_out(out, "export")  # again, just before the swap: nothing of anyone else's appeared meanwhile
@@ -295,7 +297,8 @@ def _readme(card: dict[str, Any]) -> str:
                   "`<key>.cls` (the label id) and `<key>.json` (its manifest record, with the seed), in a seeded",
                   "order that spreads every class evenly, so every shard holds every class."]
         load = ["Load it with:", "", "```python", "import webdataset as wds",
-                "ds = wds.WebDataset('path/to/export/shard-{00000..00009}.tar').decode('pil').to_tuple('png', 'cls')",
+                f"ds = wds.WebDataset('path/to/export/shard-{{00000..{len(card['shards']) - 1:05d}}}.tar', shardshuffle=False)",
+                "ds = ds.decode('pil').to_tuple('png', 'cls')  # (PIL image, label id) pairs",
                 "```", ""]
     else:
         layout = [f"{card['total']} images in torchvision ImageFolder layout, one folder per class, named",

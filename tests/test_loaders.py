@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import export
+from pipeline import evaluate, export
 from pipeline.config import ExportParams
 from pipeline.manifest import read_manifest
 from tests.conftest import REPO, bin_path
@@ -141,6 +141,11 @@ def test_a_rerun_replaces_the_previous_runs_shards_and_folders(tmp_path: Path, t
     assert not list(out.glob("shard-*.tar")) and len(list(out.glob("*_c*/seed*.png"))) == 24
     export.run(ExportParams(input=tiny_run["gen"], out=out, format="webdataset"))
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []
+    assert "shard-{00000..00000}.tar" in (out / "README.md").read_text()
+    with pytest.raises(export.ExportError, match="is a webdataset export; stream its shards with webdataset"):
+        export.load_export(out)
+    with pytest.raises(evaluate.EvaluateError, match="is a webdataset export; evaluate reads export.format imagefolder"):
+        evaluate.load_export_set(out)
     assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no staging or set-aside folder left
 
 
