@@ -44,6 +44,12 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="*", default=[])
     ap.add_argument("--diffaugment", default="", help='train.diffaugment, e.g. "color,translation,cutout"')
     ap.add_argument("--ema-rampup", type=float, default=0.25, help="train.ema_rampup; 0 = off (the EMA of earlier releases)")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed and generate.seed (evaluate keeps its own seeds)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
+                    help="any other param, e.g. --set train.diffaugment_groups=true (repeatable)")
+    ap.add_argument("--crop", type=Path, help="reuse this crop folder (from an earlier run's --keep-crop) instead of crawling")
+    ap.add_argument("--keep-crop", type=Path, help="copy the crop folder here, for --crop in later runs")
+    ap.add_argument("--no-compare", action="store_true", help="evaluate.compare_rankings false (faster)")
     args = ap.parse_args()
     hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -55,13 +61,23 @@ def main() -> None:
         params["train"].update(epochs=args.epochs, batch_size=64, g_channels=args.channels, d_channels=args.channels,
                                checkpoint_every=10 ** 6, judge_steps=args.judge_steps,
                                diffaugment=args.diffaugment, ema_rampup=args.ema_rampup or None)
-        params["generate"].update(count=args.count, oversample=10, batch_size=500)
+        params["train"]["seed"] = args.seed
+        params["generate"].update(count=args.count, oversample=10, batch_size=500, seed=args.seed)
         params["evaluate"].update(compare_count=min(args.count, 2000), steps=args.eval_steps,
-                                  feature_steps=args.feature_steps, gain_steps=args.eval_steps, fractions=args.fractions)
+                                  feature_steps=args.feature_steps, gain_steps=args.eval_steps, fractions=args.fractions,
+                                  compare_rankings=not args.no_compare)
+        for item in args.set:
+            key, value = item.split("=", 1)
+            section, name = key.split(".", 1)
+            params[section][name] = yaml.safe_load(value)
+        stages = ("crawl", "crop", "train", "generate", "export", "evaluate")
+        if args.crop:
+            shutil.copytree(args.crop, work / "data/crop")
+            stages = stages[2:]
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         times = {}
-        for stage in ("crawl", "crop", "train", "generate", "export", "evaluate"):
+        for stage in stages:
             started = time.perf_counter()
             proc = subprocess.run([str(Path(sys.executable).parent / "augment"), stage], cwd=work, env=env,
                                   capture_output=True, text=True)
@@ -69,20 +85,25 @@ def main() -> None:
             if proc.returncode:
                 sys.exit(f"{stage} failed:\n{proc.stderr[-3000:]}")
             print(f"{stage}: {times[stage]} s", flush=True)
+        if args.keep_crop:
+            shutil.copytree(work / "data/crop", args.keep_crop, dirs_exist_ok=True)
         args.keep.mkdir(parents=True, exist_ok=True)
         grids = sorted((work / "runs/train/samples").glob("*.png"))
         grids = grids[::max(1, len(grids) // 4)] + grids[-1:]  # about five epochs' grids, the last included
         for src in [*dict.fromkeys(grids), work / "data/crop/preview.png",
                     work / "runs/train/losses.png", work / "data/generated/grid.png", work / "runs/evaluate/top.png"]:
-            shutil.copy(src, args.keep / src.name)
+            if src.exists():
+                shutil.copy(src, args.keep / src.name)
         for name in ("crop", "train", "evaluate"):
-            shutil.copy(work / "metrics" / f"{name}.json", args.keep / f"{name}.json")
+            if (work / "metrics" / f"{name}.json").exists():
+                shutil.copy(work / "metrics" / f"{name}.json", args.keep / f"{name}.json")
         (args.keep / "times.json").write_text(json.dumps({"faces_served": sum(hairs.values()) + 20, "classes": hairs,
                                                            "seconds": times}, indent=1))
         ev = json.loads((work / "metrics/evaluate.json").read_text())
         print(json.dumps({k: ev.get(k) for k in ("test_images", "cas", "cas_std", "cas_ci95", "real_accuracy",
                                                  "real_accuracy_all", "fidelity", "gain", "ranked_vs_unranked",
-                                                 "per_class_cas", "notes", "winner")}, indent=1))
+                                                 "per_class_cas", "variety", "variety_min_ratio", "notes",
+                                                 "winner")}, indent=1))
 
 
 if __name__ == "__main__":

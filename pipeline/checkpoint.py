@@ -6,6 +6,7 @@ containers, so a checkpoint from elsewhere cannot run code on load.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,13 @@ class CheckpointError(PipelineError):
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     # Saved through a file object: given a path, torch names the zip's inner folder after the
-    # (random) temp file, so the same state gave different bytes on every run.
+    # (random) temp file, so the same state gave different bytes on every run. Serialised in
+    # memory first: torch's own writer reports a full disk as a RuntimeError with no errno,
+    # a plain write raises OSError(ENOSPC), which the CLI turns into one line naming the folder.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
+        fh.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.config import CropParams
 from pipeline.cropping import CropError, CropSummary, flatten, write_crop_outputs
-from pipeline.io import ShardReader
+from pipeline.io import ShardReader, read_json
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
 from pipeline.ownership import claim_out
@@ -140,9 +140,7 @@ def crop_resize(params: CropParams, progress: Progress = SILENT) -> CropSummary:
 def _source_classes(folder: Path) -> list[str] | None:
     meta = folder / "meta.json"
     if meta.exists():
-        import json
-
-        return json.loads(meta.read_text()).get("classes")
+        return read_json(meta).get("classes")
     return None
 
 

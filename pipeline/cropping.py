@@ -5,6 +5,7 @@ sees one layout: `shard-*.npy` (N x H x W x C uint8), `manifest.jsonl`, `meta.js
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
 
 if TYPE_CHECKING:
     from PIL import Image
+
+
+STAGED = ".staged-"  # new shards' names until the previous output is swapped out
 
 
 class CropError(PipelineError):
@@ -92,16 +96,13 @@ def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record
             r.split = split
     images = _unify_channels([arrays[i] for i in keep], params.channels)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("shard-*.npy"):
-        stale.unlink()
-    locations = write_shards(out, images, params.shard_size, prefix="shard")
+    locations = replace_shards(out, images, params.shard_size)
     final: list[Record] = []
     for (file, index), i in zip(locations, keep):
         r = records[i]
         r.file, r.index, r.label = file, index, settled[i]
         r.label_id = ids.get(r.label) if r.label is not None else None
         final.append(r)
-    write_manifest(out / MANIFEST_NAME, final)
     summary.kept = len(final)
     summary.labels = dict(Counter(r.label or "(none)" for r in final))
     meta = {"classes": classes, "size": params.size, "channels": int(images.shape[-1]), "count": len(final),
@@ -109,6 +110,33 @@ def write_crop_outputs(out: Path, arrays: list[np.ndarray], records: list[Record
     write_json(out / "meta.json", meta)
     save_png(out / "preview.png", preview_grid(images, final, classes))
     write_json(Path(params.metrics), summary.metrics())
+    write_manifest(out / MANIFEST_NAME, final)  # last: its presence means the folder is complete
+
+
+def replace_shards(out: Path, images: np.ndarray, shard_size: int) -> list[tuple[str, int]]:
+    """Write the new `shard-*.npy` beside the previous run's, then swap them in; (file, index) per image.
+
+    Until every new shard is complete the previous output stays whole, so a full disk or a kill
+    while writing them leaves it readable. Then the previous manifest goes first: from the swap
+    until write_crop_outputs writes the new manifest the folder reads as not cropped yet, never
+    as a manifest naming shards of another run.
+    """
+    for leftover in out.glob(f"{STAGED}shard-*.npy"):  # a killed run's
+        leftover.unlink()
+    try:
+        staged = write_shards(out, images, shard_size, prefix=f"{STAGED}shard")
+    except BaseException:
+        for partial in out.glob(f"{STAGED}shard-*.npy"):
+            partial.unlink(missing_ok=True)
+        raise
+    names = {file: file[len(STAGED):] for file, _ in staged}
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for stale in out.glob("shard-*.npy"):
+        if stale.name not in names.values():
+            stale.unlink()
+    for staged_name, name in names.items():
+        os.replace(out / staged_name, out / name)
+    return [(names[file], index) for file, index in staged]
 
 
 def _source_key(r: Record) -> str:

@@ -5,14 +5,13 @@ the benchmarks all read a split through `load_split`, so they agree on order, la
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.io import ShardReader
+from pipeline.io import ShardReader, read_json
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
 
 
@@ -23,7 +22,7 @@ class DataError(PipelineError):
 def read_split(folder: Path, split: str) -> tuple[np.ndarray, list[Record], list[str]]:
     """One split of a crop output: N x H x W x C uint8 images, their records, and the classes."""
     folder = Path(folder)
-    classes = list(json.loads((folder / "meta.json").read_text()).get("classes", []))
+    classes = list(read_json(folder / "meta.json").get("classes", []))
     records = [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == split]
     shards = ShardReader(folder)
     loaded: dict[str, np.ndarray] = {}
@@ -31,7 +30,7 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, list[Record], list
     for r in records:
         if r.file not in loaded:
             loaded[r.file] = shards.load_all(r.file)
-        rows.append(loaded[r.file][r.index])
+        rows.append(shards.row(r.file, loaded[r.file], r.index))
     images = np.stack(rows) if rows else np.zeros((0, 1, 1, 1), np.uint8)
     return images, records, classes
 

@@ -15,35 +15,52 @@ from torch.nn import functional as F
 
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
-    """x (N x C x H x W, in [-1, 1]) with each policy applied, per image, in order.
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator, group: int = 1) -> torch.Tensor:
+    """x (N x C x H x W, in [-1, 1]) with each policy applied, in order.
 
     `policy` comes from `pipeline.config.parse_diffaugment`, which owns the allowed names.
+    With `group` > 1 each run of `group` consecutive images shares one draw of every random
+    parameter, so the differences inside a minibatch-std group are the images' own, not the
+    augmentations' (with a draw per image, four copies of one face differ as much as four faces).
     """
+    if x.shape[0] % group:
+        group = 1
     for name in policy:
-        x = _FNS[name](x, gen)
+        x = _FNS[name](x, _Draws(gen, group))
     return x
 
 
-def _rand(gen: torch.Generator, x: torch.Tensor, *shape: int) -> torch.Tensor:
-    return torch.rand(*shape, generator=gen).to(x.device, x.dtype)
+class _Draws:
+    """Random numbers for one augmentation: one draw per run of `group` images, repeated over the run."""
+
+    def __init__(self, gen: torch.Generator, group: int) -> None:
+        self.gen, self.group = gen, group
+
+    def rand(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return self._spread(torch.rand(n // self.group, 1, 1, 1, generator=self.gen)).to(x.device, x.dtype)
+
+    def randint(self, x: torch.Tensor, low: int, high: int, n: int) -> torch.Tensor:
+        return self._spread(torch.randint(low, high, (n // self.group, 1, 1), generator=self.gen)).to(x.device)
+
+    def _spread(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.group == 1 else t.repeat_interleave(self.group, dim=0)
 
 
-def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _color(x: torch.Tensor, draws: _Draws) -> torch.Tensor:
     n = x.shape[0]
-    x = x + (_rand(gen, x, n, 1, 1, 1) - 0.5)                                        # brightness
+    x = x + (draws.rand(x, n) - 0.5)                                                  # brightness
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand(gen, x, n, 1, 1, 1) * 2) + mean                           # saturation
+    x = (x - mean) * (draws.rand(x, n) * 2) + mean                                     # saturation
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand(gen, x, n, 1, 1, 1) + 0.5) + mean                      # contrast
+    return (x - mean) * (draws.rand(x, n) + 0.5) + mean                                # contrast
 
 
-def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
+def _translation(x: torch.Tensor, draws: _Draws, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by up to `ratio` of its side, filling with zeros."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sh, sh + 1, (n, 1, 1), generator=gen).to(x.device)
-    tx = torch.randint(-sw, sw + 1, (n, 1, 1), generator=gen).to(x.device)
+    ty = draws.randint(x, -sh, sh + 1, n)
+    tx = draws.randint(x, -sw, sw + 1, n)
     b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
                                torch.arange(w, device=x.device), indexing="ij")
     gy = torch.clamp(gy + ty + 1, 0, h + 1)
@@ -52,12 +69,12 @@ def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) ->
     return padded.permute(0, 2, 3, 1)[b, gy, gx].permute(0, 3, 1, 2)
 
 
-def _cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
+def _cutout(x: torch.Tensor, draws: _Draws, ratio: float = 0.5) -> torch.Tensor:
     """Zero one square of `ratio` of the side per image, at a random place."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen).to(x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen).to(x.device)
+    oy = draws.randint(x, 0, h + (1 - ch % 2), n)
+    ox = draws.randint(x, 0, w + (1 - cw % 2), n)
     b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(ch, device=x.device),
                                torch.arange(cw, device=x.device), indexing="ij")
     gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)

@@ -16,6 +16,9 @@ the images `generate` may use to calibrate D, so they never judge what they help
   real test images, in the 128-d penultimate features of the CNN trained on all real
   training images. The real subset of the same size gives the floor these numbers reach
   when the "generated" set is real.
+- Variety: per class, the export's within-class pixel spread and MS-SSIM diversity against
+  the real training images of that class (`pipeline.variety`), with a note for a class below
+  0.3x: CAS cannot see a class drawn as one image repeated.
 - Ranking: unranked, topk, drs and mh sets of `compare_count` images, all drawn from the
   same candidate pool of the same checkpoint (candidate i: seed `generate.seed + i`), with
   the export's generate settings; their kept vs discarded D scores.
@@ -27,7 +30,6 @@ top.png / bottom.png (the highest and lowest D-scored candidates of each class, 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,17 +39,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.config import EvaluateParams, GenerateParams, to_jsonable
 from pipeline.data import load_split
 from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, image_grid, save_png, write_json
+from pipeline.io import atomic_path, image_grid, read_image, read_json, save_png, write_json
 from pipeline.manifest import path_inside
 from pipeline.ownership import claim_out, clear_own
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
+from pipeline.variety import class_variety, variety_report
 from pipeline.yardstick import Judge, Judged, LabelledSet, augmented_mix, mean_std, random_subset, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,9 @@ class EvaluateSummary:
             rows[f"{vs['rule']} - unranked"] = ", ".join(
                 f"{k} {v['diff']:+.4f} ± {v['std']:.4f}{' (beyond 2 std)' if v['beyond_2_std'] else ''}"
                 for k, v in vs.items() if isinstance(v, dict))
+        if m.get("variety"):
+            rows["variety vs real (min of pixel std, MS-SSIM)"] = ", ".join(
+                f"{name} {v['ratio']:.2f}" for name, v in m["variety"].items())
         if m.get("winner"):
             rows["best rule"] = m["winner"]
         if m.get("inception"):
@@ -119,28 +126,38 @@ def _triple(f: dict[str, Any], suffix: str = "") -> str:
 
 def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any]]:
     """The export's synthetic images (uint8) and label ids, its classes and its dataset card."""
-    from PIL import Image
-
     folder = Path(folder)
     card_path = folder / "dataset.json"
     if not card_path.exists():
         raise EvaluateError(f"evaluate.export: {folder} is not an augment export (no dataset.json); run `augment export` first")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path)
     if card.get("format", "imagefolder") != "imagefolder":
         raise EvaluateError(f"evaluate.export: {folder} is a {card['format']} export; evaluate reads export.format imagefolder")
-    with open(folder / "manifest.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["source"] == "synthetic"]
+    if not (folder / "manifest.csv").exists():
+        raise EvaluateError(f"evaluate.export: {folder} has no manifest.csv; run `augment export` again")
+    rows = _synthetic_rows(folder / "manifest.csv")
     if not rows:
         raise EvaluateError(f"evaluate.export: {folder} holds no synthetic images")
     if any(r["label_id"] == "" for r in rows):
         raise EvaluateError("evaluate needs labelled data: the export has unlabelled images")
-    arrays = []
-    for r in rows:
-        with Image.open(path_inside(folder, r["file"])) as img:
-            a = np.asarray(img, dtype=np.uint8)
-        arrays.append(a[..., None] if a.ndim == 2 else a)
+    arrays = [read_image(path_inside(folder, r["file"])) for r in rows]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return LabelledSet(images, np.array([int(r["label_id"]) for r in rows], np.int64)), list(card["classes"]), card
+
+
+def _synthetic_rows(path: Path) -> list[dict[str, str]]:
+    """manifest.csv's synthetic rows; a row that is not an export row is an error naming its line."""
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        for r in reader:
+            if not r.get("file") or r.get("source") not in ("real", "synthetic"):
+                raise EvaluateError(f"{path}:{reader.line_num}: not an export row (needs file, and source real or synthetic)")
+            if r.get("label_id") and not r["label_id"].isdigit():
+                raise EvaluateError(f"{path}:{reader.line_num}: label_id {r['label_id']!r} is not a whole number")
+            if r["source"] == "synthetic":
+                rows.append(r)
+    return rows
 
 
 def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateParams:
@@ -184,6 +201,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     num_classes = len(classes)
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
+    if rules:
+        load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
 
     seeds = [params.seed + i for i in range(params.seeds)]
     judge = Judge(params, test, num_classes, device, progress)
@@ -223,6 +242,10 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics["cas_ratio"] = round(metrics["cas"] / metrics["real_accuracy"], 4) if metrics["real_accuracy"] else None
     metrics.update(reliability_report(test.labels, classes, metrics["cas"], _average(results["export"]).per_class_accuracy))
     metrics["fidelity"] = _fidelity(results["export"], results["real_reference"])
+    # Within-class variety against the real training crops: CAS cannot see one image per class.
+    metrics.update(variety_report(class_variety(export.images, export.labels, real.images, real.labels, classes,
+                                                seed=params.seed)))
+    metrics["notes"] = metrics["notes"] + metrics.pop("variety_notes")
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
                               **{k: v for key in ("real", "augmented", "gain") for k, v in mean_std(key, g[key]).items()}}
                        for name, g in gains.items()}

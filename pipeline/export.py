@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from pipeline.config import ExportParams, to_jsonable
 from pipeline.errors import PipelineError
-from pipeline.io import ShardReader, write_json, write_text
+from pipeline.io import ShardReader, read_image, read_json, write_json, write_text
 from pipeline.labels import class_dirs
 from pipeline.manifest import MANIFEST_NAME, Record, path_inside, read_manifest, write_manifest
 from pipeline.ownership import check_out, mark_out
@@ -72,7 +72,7 @@ class Sample:
 
 def _read_generated(folder: Path) -> tuple[list[Record], dict[str, Any]]:
     meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_json(meta_path) if meta_path.exists() else {}
     if meta.get("params", {}).get("scores_only"):
         raise ExportError(f"export.input: {folder} was generated with --scores-only and holds no images")
     if not (folder / MANIFEST_NAME).exists():
@@ -83,7 +83,7 @@ def _read_generated(folder: Path) -> tuple[list[Record], dict[str, Any]]:
 def _real_records(folder: Path, classes: list[str]) -> tuple[list[Record], ShardReader]:
     if not (folder / MANIFEST_NAME).exists():
         raise ExportError(f"export.real: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json(folder / "meta.json")
     if list(meta.get("classes", [])) != list(classes):
         raise ExportError(f"export.real: classes of {folder} {meta.get('classes')} differ from the model's {classes}")
     return [r for r in read_manifest(folder / MANIFEST_NAME) if r.split == "train"], ShardReader(folder)
@@ -134,6 +134,14 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _checked_png(path: Path) -> Callable[[], bytes]:
+    def load() -> bytes:
+        read_image(path)  # one that does not decode stops the export here, naming it
+        return path.read_bytes()
+
+    return load
+
+
 def _folder(dirs: list[str], label_id: Optional[int]) -> str:
     return dirs[label_id] if label_id is not None else UNLABELLED
 
@@ -143,8 +151,7 @@ def _synthetic_samples(records: list[Record], gen_dir: Path, dirs: list[str]) ->
     samples = []
     for r in records:
         if r.index is None:
-            path = path_inside(gen_dir, r.file)
-            png: Callable[[], bytes] = path.read_bytes
+            png: Callable[[], bytes] = _checked_png(path_inside(gen_dir, r.file))
         else:
             png = (lambda file, index: lambda: _png_bytes(shards.get(file, index)))(r.file, r.index)
         row = Record(file=f"{_folder(dirs, r.label_id)}/seed{r.seed}.png", label=r.label, label_id=r.label_id,
@@ -343,7 +350,7 @@ class ExportDataset(Dataset):
         card = self.root / "dataset.json"
         if not card.exists():
             raise ExportError(f"{self.root} is not an augment export (no dataset.json)")
-        self.info = json.loads(card.read_text())
+        self.info = read_json(card)
         if self.info.get("format", "imagefolder") != "imagefolder":
             raise ExportError(f"{self.root} is a {self.info['format']} export; stream its shards with webdataset")
         self.classes: list[str] = self.info["classes"]

@@ -104,11 +104,14 @@ class CondBatchNorm2d(nn.Module):
             nn.init.ones_(self.gain.weight)
             nn.init.zeros_(self.bias.weight)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, cond: float = 1.0) -> torch.Tensor:
         x = self.bn(x)
         if not self.num_classes:
             return x
-        return x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        gain, bias = self.gain(y), self.bias(y)
+        if cond != 1.0:   # the transition from unconditional: gain 1 and bias 0 at cond 0
+            gain, bias = 1.0 + cond * (gain - 1.0), cond * bias
+        return x * gain[:, :, None, None] + bias[:, :, None, None]
 
 
 class Generator(nn.Module):
@@ -125,13 +128,18 @@ class Generator(nn.Module):
         )
         self.to_image = nn.ConvTranspose2d(ch[-1], cfg.channels, 4, 2, 1)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, cond: float = 1.0) -> torch.Tensor:
+        """`cond` < 1 weakens the class input (transitional training; 0 = unconditional)."""
         y = y if self.cfg.num_classes else None
-        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        if self.embed is None:
+            h = z
+        else:
+            e = self.embed(y)
+            h = torch.cat([z, e if cond == 1.0 else cond * e], dim=1)
         h = self.project(h).view(z.shape[0], -1, self.cfg.base, self.cfg.base)
-        h = torch.relu(self.norms[0](h, y))
+        h = torch.relu(self.norms[0](h, y, cond))
         for up, norm in zip(self.ups, self.norms[1:]):
-            h = torch.relu(norm(up(h), y))
+            h = torch.relu(norm(up(h), y, cond))
         return torch.tanh(self.to_image(h))
 
 
@@ -202,12 +210,16 @@ class Discriminator(nn.Module):
         self.head = wrap(nn.Linear(ch[-1], 1))
         self.project = wrap(nn.Embedding(cfg.num_classes, ch[-1])) if cfg.num_classes else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """One logit per image: higher means 'more like real data of class y'."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: float = 1.0) -> torch.Tensor:
+        """One logit per image: higher means 'more like real data of class y'.
+
+        `cond` < 1 weakens the class projection (transitional training; 0 = unconditional D).
+        """
         h = self.features(x).sum(dim=(2, 3))
         out = self.head(h).squeeze(1)
         if self.project is not None:
-            out = out + (self.project(y) * h).sum(dim=1)
+            proj = (self.project(y) * h).sum(dim=1)
+            out = out + (proj if cond == 1.0 else cond * proj)
         return out
 
 

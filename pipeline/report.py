@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.config import ReportParams
 from pipeline.errors import PipelineError
-from pipeline.io import ShardReader, file_digest, image_grid, write_text
+from pipeline.io import ShardReader, file_digest, image_grid, read_json, write_text
 from pipeline.manifest import MANIFEST_NAME, Record, path_inside, read_manifest
 from pipeline.ownership import check_out, mark_out
 from pipeline.progress import SILENT, Progress
@@ -87,10 +87,7 @@ def _need(path: Path, key: str, hint: str = "") -> Path:
 
 
 def _json(path: Path, key: str, hint: str) -> dict[str, Any]:
-    try:
-        return json.loads(_need(path, key, hint).read_text())
-    except ValueError as err:
-        raise ReportError(f"{key}: {path} is not valid JSON ({err})") from None
+    return read_json(_need(path, key, hint))  # an unparsable file is io.InputError naming it
 
 
 class Page:

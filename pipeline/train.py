@@ -30,12 +30,13 @@ from pipeline.device import autocast, resolve_device, resolve_precision, set_thr
 from pipeline.diffaugment import diff_augment
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, image_grid, save_png, write_json
-from pipeline.losses import d_loss, g_loss, gradient_penalty
+from pipeline.io import atomic_path, image_grid, read_json, save_png, write_json
+from pipeline.losses import d_loss, g_loss, gradient_penalty, mode_seeking
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 from pipeline.ownership import adopt_unmarked, claim_out, clear_own
 from pipeline.progress import SILENT, Progress
+from pipeline.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
@@ -87,7 +88,7 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).exists():
         raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json(folder / "meta.json")
     images, label_ids, records, classes = load_split(folder, "train")
     if not records:
         raise TrainError(f"train.input: {folder} has no images in the train split")
@@ -227,6 +228,7 @@ class Trainer:
         self.step = 0
         self.history: list[list[float]] = []
         self.judge: dict[str, Any] | None = None
+        self.variety: list[ClassVariety] = []     # of the last epoch's grid
         self.out = Path(params.out)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -334,11 +336,19 @@ class Trainer:
         y = y.repeat_interleave(group)
         return z, self._local(y).to(self.device)
 
-    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None, cond: float = 1.0) -> torch.Tensor:
         """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
         if self.diffaug:
-            x = diff_augment(x, self.diffaug, self.aug_gen).contiguous(memory_format=torch.channels_last)
-        return self.d_train(x, y)
+            group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
+            x = diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
+        return self.d_train(x, y, cond=cond)
+
+    def cond_weight(self) -> float:
+        """How much G and D hear the labels at this step: 0 before cond_start, then a linear ramp to 1."""
+        p = self.params
+        if self.step < p.cond_start:
+            return 0.0
+        return 1.0 if p.cond_steps == 0 else min(1.0, (self.step - p.cond_start) / p.cond_steps)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
@@ -346,12 +356,13 @@ class Trainer:
         idx = self._local(idx).to(self.data.images.device)
         real = to_float(self.data.images[idx])
         y_real = self.data.labels[idx] if self.conditional else None
+        cond = self.cond_weight()
         for _ in range(p.d_steps):
             z, y_fake = self._noise(n)
             with autocast(self.device, self.precision):
                 with torch.no_grad():
-                    fake = self.g_train(z, y_fake)
-                out_real, out_fake = self._d_logits(real, y_real), self._d_logits(fake, y_fake)
+                    fake = self.g_train(z, y_fake, cond=cond)
+                out_real, out_fake = self._d_logits(real, y_real, cond), self._d_logits(fake, y_fake, cond)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
             if p.loss == "wgan-gp":
                 alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
@@ -361,8 +372,11 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            out_gen = self._d_logits(self.g_train(z, y_fake), y_fake)
+            fake = self.g_train(z, y_fake, cond=cond)
+            out_gen = self._d_logits(fake, y_fake, cond)
             loss_g = g_loss(p.loss, out_gen.float())
+            if p.mode_seeking:
+                loss_g = loss_g + p.mode_seeking * mode_seeking(fake.float(), z, y_fake)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -371,16 +385,28 @@ class Trainer:
         return self.ctx.mean(row.tolist())
 
     # --- outputs -------------------------------------------------------------------
-    def sample_grid(self, name: str) -> Path | None:
+    def sample_grid(self, name: str) -> list[ClassVariety]:
+        """The epoch grid of EMA G's samples (fixed noise), and its classes' variety against the real images."""
         if not self.ctx.is_main:
-            return None
+            return []
         standing_stats(self.g_ema, self.cfg, self.device)
         z, y, cols = fixed_grid_inputs(self.cfg, self.params.grid_per_class, self.params.seed)
         with torch.no_grad(), autocast(self.device, self.precision):
             images = to_uint8(self.g_ema(z.to(self.device), y.to(self.device)))
-        path = self.out / "samples" / f"{name}.png"
-        save_png(path, image_grid(images, rows=len(images) // cols, cols=cols))
-        return path
+        save_png(self.out / "samples" / f"{name}.png", image_grid(images, rows=len(images) // cols, cols=cols))
+        real = self.data.images.permute(0, 2, 3, 1).cpu().numpy()
+        real_labels = self.data.labels.cpu().numpy() if self.conditional else np.zeros(len(real), np.int64)
+        names = self.data.classes if self.conditional else ["all"]
+        return class_variety(images, y.numpy(), real, real_labels, names, max_images=200, pairs=45,
+                             seed=self.params.seed)
+
+    def warn_if_collapsed(self, epoch: int, varieties: list[ClassVariety]) -> None:
+        """A log warning naming the classes whose grid samples are near copies of each other."""
+        low = collapsed(varieties)
+        if low:
+            log.warning("epoch %d: %s drew near-identical images (within-class variety %s x the real images'; "
+                        "below %s x means G ignores its noise: see docs/faces.md)", epoch,
+                        ", ".join(v.label for v in low), ", ".join(f"{v.ratio:.2f}" for v in low), COLLAPSE_RATIO)
 
     # --- the loop --------------------------------------------------------------------
     def fit(self, progress: Progress = SILENT) -> TrainSummary:
@@ -402,7 +428,8 @@ class Trainer:
                     self.step += 1
                     progress.advance("train", 1, epoch=epoch + 1, loss_d=f"{row[0]:.3f}", loss_g=f"{row[1]:.3f}")
                     if b == spe - 1:
-                        self.sample_grid(f"epoch-{epoch + 1:03d}")
+                        self.variety = self.sample_grid(f"epoch-{epoch + 1:03d}")
+                        self.warn_if_collapsed(epoch + 1, self.variety)
                         self.save()
                     elif self.step % p.checkpoint_every == 0:
                         self.save()
@@ -438,7 +465,8 @@ class Trainer:
         last = np.array(self.history[-self.steps_per_epoch:])[:, 2:] if self.history else np.zeros((1, 4))
         means = dict(zip(HISTORY_COLUMNS[2:], last.mean(axis=0).round(5).tolist()))
         rate = summary.images_seen / summary.seconds if summary.seconds > 0 else 0.0
-        return {**means, "images_per_second": round(rate, 1), "train_seconds": round(summary.seconds, 1),
+        variety = {"grid_variety": {v.label: round(v.ratio, 3) for v in self.variety}} if self.variety else {}
+        return {**means, **variety, "images_per_second": round(rate, 1), "train_seconds": round(summary.seconds, 1),
                 "device": self.device.type, "precision": self.precision, "classes": len(self.data.classes)}
 
 

@@ -1,10 +1,12 @@
 """What every stage command shares: params loading, option help, errors, progress, summaries."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import typer
 from rich.console import Console
@@ -19,6 +21,7 @@ log = logging.getLogger("augment")
 
 PARAMS_OPTION = typer.Option("--params", "-p", help="Params file to read this stage's section from.", show_default=True)
 DEFAULT_PARAMS = Path("params.yaml")
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 def option(model: type, name: str, *flags: str, **kwargs: Any) -> Any:
@@ -47,17 +50,48 @@ def load(params_path: Path, section: str, overrides: dict[str, Any]) -> Any:
         fail(str(err), code=2)
 
 
-def execute(title: str, work: Callable[[Progress], Any]) -> Any:
-    """Run a stage's library call under progress bars; expected failures become one line + exit code."""
+def execute(title: str, work: Callable[[Progress], Any], writes: Sequence[Path] = ()) -> Any:
+    """Run a stage's library call under progress bars; expected failures become one line + exit code.
+
+    `writes` are the folders and files the stage writes: a full disk is one line naming the one
+    it filled, and after a run that succeeded the temp files of a killed earlier run are removed
+    from them (so the output equals an uninterrupted run's, file for file).
+    """
     from pipeline.errors import PipelineError
+    from pipeline.io import sweep_temp
 
     try:
         with progress() as bar:
             result = work(bar)
     except PipelineError as err:
         fail(str(err), code=err.exit_code)
+    except OSError as err:
+        if err.errno not in OUT_OF_SPACE:
+            raise
+        fail(out_of_space(err, writes))
+    for path in writes:
+        sweep_temp(path)
     summary(title, result.rows())
     return result
+
+
+def out_of_space(err: OSError, writes: Sequence[Path]) -> str:
+    """The one line for a full disk (or quota): which output it hit and what to do."""
+    where = _written_by(Path(err.filename), writes) if err.filename else None
+    if where is None:
+        where = ", ".join(str(w) for w in writes) or "its output"
+    return (f"out of space writing {where} ({os.strerror(err.errno)}): free space on that disk, "
+            "or write elsewhere with --out, and run the stage again")
+
+
+def _written_by(file: Path, writes: Sequence[Path]) -> Path:
+    """The output in `writes` that `file` belongs to (inside it, or a temp name beside it), else its folder."""
+    file = file.absolute()
+    for out in map(lambda w: Path(w).absolute(), writes):
+        for part in (file, *file.parents):
+            if part == out or (part.parent == out.parent and part.name.startswith(f".{out.name}.")):
+                return out
+    return file.parent
 
 
 def fail(message: str, code: int = 1) -> None:

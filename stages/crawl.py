@@ -36,6 +36,6 @@ def command(
     cfg: P = load(params, "crawl", overrides)
     from pipeline.crawl import run
 
-    result = execute(f"crawl ({cfg.source})", lambda bar: run(cfg, bar))
+    result = execute(f"crawl ({cfg.source})", lambda bar: run(cfg, bar), writes=[cfg.out])
     if not result.ok:
         fail(f"nothing was kept from {result.due} images due; see {cfg.out / 'failures.jsonl'}")

@@ -50,4 +50,4 @@ def command(
     cfg: P = load(params, "crop", overrides)
     from pipeline.crop import run
 
-    execute(f"crop ({cfg.mode})", lambda bar: run(cfg, bar))
+    execute(f"crop ({cfg.mode})", lambda bar: run(cfg, bar), writes=[cfg.out, cfg.metrics, cfg.cache])

@@ -34,4 +34,4 @@ def command(
     cfg: P = load(params, "evaluate", overrides)
     from pipeline.evaluate import run
 
-    execute("evaluate", lambda bar: run(cfg, bar))
+    execute("evaluate", lambda bar: run(cfg, bar), writes=[cfg.out, cfg.metrics])

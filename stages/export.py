@@ -22,4 +22,4 @@ def command(
     cfg: P = load(params, "export", overrides)
     from pipeline.export import run
 
-    execute("export", lambda bar: run(cfg, bar))
+    execute("export", lambda bar: run(cfg, bar), writes=[cfg.out])

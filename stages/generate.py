@@ -35,4 +35,4 @@ def command(
     cfg: P = load(params, "generate", overrides)
     from pipeline.generate import run
 
-    execute("generate", lambda bar: run(cfg, bar))
+    execute("generate", lambda bar: run(cfg, bar), writes=[cfg.out])

@@ -25,4 +25,4 @@ def command(
     cfg: P = load(params, "report", overrides)
     from pipeline.report import run
 
-    execute("report", lambda bar: run(cfg, bar))
+    execute("report", lambda bar: run(cfg, bar), writes=[cfg.out])

@@ -37,6 +37,7 @@ def command(
     cfg: P = load(params, "train", overrides)
     from pipeline.train import run
 
-    result = execute("train", lambda bar: run(cfg, resume=resume or force_resume, progress=bar, force=force_resume))
+    result = execute("train", lambda bar: run(cfg, resume=resume or force_resume, progress=bar, force=force_resume),
+                     writes=[cfg.out, cfg.metrics])
     if not result.finished:
         console.print(f"stopped early at step {result.steps}; continue with `augment train --resume`")

@@ -123,26 +123,54 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every stage once, tiny, through the library: shapes with both splits -> crop -> train -> generate ->
-    export -> evaluate. For the tests that read the outputs (loaders, report, folder ownership)."""
-    from pipeline import crawl, crop, evaluate, export, generate, train
-    from pipeline.config import CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, TrainParams
+def tiny_params(tmp: Path) -> dict[str, dict]:
+    """params.yaml sections for the whole chain at toy sizes, every path under `tmp` (crawl source: tmp/shapes);
+    `Path(".")` gives paths relative to the folder the stages run in."""
+    return {
+        "crawl": {"source": "folder", "root": str(tmp / "shapes"), "out": str(tmp / "raw")},
+        "crop": {"input": str(tmp / "raw"), "out": str(tmp / "crop"), "metrics": str(tmp / "metrics" / "crop.json"),
+                 "cache": str(tmp / ".crop-cache")},
+        "train": {"input": str(tmp / "crop"), "out": str(tmp / "train"), "metrics": str(tmp / "metrics" / "train.json"),
+                  "batch_size": 16, "z_dim": 8, "g_channels": 8, "d_channels": 8, "embed_dim": 4, "epochs": 4,
+                  "checkpoint_every": 2, "threads": 1, "ema_start": 2, "grid_per_class": 4, "judge_steps": 10},
+        "generate": {"checkpoint": str(tmp / "train" / "checkpoint.pt"), "out": str(tmp / "gen"), "real": str(tmp / "crop"),
+                     "count": 60, "oversample": 2, "batch_size": 16, "threads": 1, "writers": 0},
+        "export": {"input": str(tmp / "gen"), "real": str(tmp / "crop"), "out": str(tmp / "export")},
+        "evaluate": {"export": str(tmp / "export"), "real": str(tmp / "crop"), "checkpoint": str(tmp / "train" / "checkpoint.pt"),
+                     "out": str(tmp / "evaluate"), "metrics": str(tmp / "metrics" / "evaluate.json"), "steps": 4,
+                     "feature_steps": 6, "gain_steps": 5, "seeds": 1, "batch_size": 16, "fractions": [0.5],
+                     "rules": ["unranked"], "compare_count": 12, "feature_samples": 40, "grid_per_class": 3, "threads": 1},
+    }
 
-    tmp = tmp_path_factory.mktemp("tiny")
-    shapes_with_splits(tmp / "shapes", {"train": (60, 7), "test": (30, 8)})
-    dirs = {name: tmp / name for name in ("raw", "crop", "train", "gen", "export", "evaluate")}
-    dirs.update(metrics=tmp / "metrics", shapes=tmp / "shapes")
-    crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=dirs["raw"]))
-    crop.run(CropParams(input=dirs["raw"], out=dirs["crop"], metrics=dirs["metrics"] / "crop.json"))
-    train.run(TrainParams(input=dirs["crop"], out=dirs["train"], metrics=dirs["metrics"] / "train.json", batch_size=16,
-                          z_dim=8, g_channels=8, d_channels=8, embed_dim=4, max_steps=4, threads=1, judge_steps=5))
-    generate.run(GenerateParams(checkpoint=dirs["train"] / "checkpoint.pt", out=dirs["gen"], real=dirs["crop"],
-                                count=24, oversample=2, batch_size=16, threads=1, writers=0))
-    export.run(ExportParams(input=dirs["gen"], real=dirs["crop"], out=dirs["export"]))
-    evaluate.run(EvaluateParams(export=dirs["export"], real=dirs["crop"], checkpoint=dirs["train"] / "checkpoint.pt",
-                                out=dirs["evaluate"], metrics=dirs["metrics"] / "evaluate.json", steps=2, feature_steps=2,
-                                gain_steps=2, seeds=2, batch_size=16, fractions=[0.1], compare_count=12,
-                                rules=["unranked", "filter"], feature_samples=12, grid_per_class=2, threads=1))
-    return dirs
+
+def tiny_pipeline(tmp: Path) -> Path:
+    """Shapes with train and test splits, run through every stage by the library with `tiny_params`;
+    returns the params.yaml that names them all (for `augment <stage> --params`, run in `tmp`).
+
+    Its paths are relative to `tmp`, so a copy of the folder is the same chain, file for file."""
+    import contextlib
+
+    import yaml
+
+    from pipeline import crawl, crop, evaluate, export, generate, train
+    from pipeline.config import load_section
+
+    with contextlib.chdir(tmp):
+        shapes_with_splits(Path("shapes"), {"train": (60, 3), "test": (30, 4)})
+        Path("params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
+        for name, stage in (("crawl", crawl), ("crop", crop), ("train", train), ("generate", generate),
+                            ("export", export), ("evaluate", evaluate)):
+            stage.run(load_section(Path("params.yaml"), name))
+    return tmp / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one finished `tiny_pipeline` chain; tests must work on a copy of it."""
+    return tiny_pipeline(tmp_path_factory.mktemp("chain")).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_chain: Path) -> dict[str, Path]:
+    """The tiny chain's folders by name, for tests that only read them (loaders, report, folder ownership)."""
+    return {name: tiny_chain / name for name in ("shapes", "raw", "crop", "train", "gen", "export", "evaluate", "metrics")}

@@ -144,6 +144,20 @@ def test_diffaugment_is_differentiable_reproducible_and_changes_what_d_sees() ->
         parse_policy("color,flip")
 
 
+def test_grouped_diffaugment_augments_a_group_alike_so_minibatch_std_still_sees_copies() -> None:
+    from pipeline.diffaugment import diff_augment
+
+    policy = ("color", "translation", "cutout")
+    face = torch.rand(1, 3, 16, 16) * 2 - 1
+    copies = face.repeat(8, 1, 1, 1)               # a collapsed G: one image for every z
+    per_image = diff_augment(copies, policy, torch.Generator().manual_seed(0))
+    grouped = diff_augment(copies, policy, torch.Generator().manual_seed(0), group=4).reshape(2, 4, 3, 16, 16)
+    assert per_image.reshape(2, 4, -1).std(dim=1).mean() > 0.1      # per-image draws make copies look varied
+    assert grouped.std(dim=1).max() == 0 and not torch.equal(grouped[0], grouped[1])   # one draw per group
+    # group 1 draws exactly the numbers of the per-image policy (runs made before the option are unchanged)
+    assert torch.equal(diff_augment(copies, policy, torch.Generator().manual_seed(0), group=1), per_image)
+
+
 def test_diffaugment_trains_and_resumes(tmp_path: Path, crop_dir: Path) -> None:
     params = TrainParams(input=crop_dir, out=tmp_path / "run", metrics=tmp_path / "m.json", batch_size=8, z_dim=8,
                          g_channels=8, d_channels=8, embed_dim=4, max_steps=3, threads=1, judge_steps=0,
