@@ -1,4 +1,4 @@
-"""Which stage owns an output folder: its `.augment-stage` marker, and the refusal of a folder holding anything else.
+"""Which stage owns an output folder: its `augment-stage.json` marker, and the refusal of a folder holding anything else.
 
 A stage only replaces or cleans what a previous run of that same stage wrote. Before any work it
 calls `check_out(out, owner)`: a folder that does not exist, or is empty, is fine; a
@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from pipeline.errors import PipelineError
-from pipeline.io import write_json
+from pipeline.io import TEMP_NAME, write_json
 
-MARKER = ".augment-stage"
+# Not a hidden name: hidden names are temp files (io.sweep_temp, the kill tests), and a user should see whose it is.
+MARKER = "augment-stage.json"
 # The names each stage writes in its folder (one place, so a stage and its tests agree).
 CLASS_DIR = "[0-9]*_*"  # pipeline.labels.class_dirs: `<id>_<label>`
 OWN: dict[str, tuple[str, ...]] = {
     "crawl:fashion-mnist": ("manifest.jsonl", "meta.json", "train-*.npy", "test-*.npy"),
     "crawl:folder": ("manifest.jsonl", "meta.json", "failures.jsonl", "images/*"),
     "crawl:konachan": ("manifest.jsonl", "meta.json", "failures.jsonl", "images/*"),
-    "crop": ("manifest.jsonl", "meta.json", "preview.png", "shard-*.npy"),
+    "crop": ("manifest.jsonl", "meta.json", "preview.png", "shard-*.npy", ".staged-shard-*.npy"),
     "train": ("checkpoint.pt", "losses.csv", "losses.png", "samples/*.png"),
     "generate": ("manifest.jsonl", "scores.jsonl", "meta.json", "grid.png", "scores.png", "shard-*.npy",
                  f"images/{CLASS_DIR}/seed*.png", "images/unlabelled/seed*.png"),
@@ -40,8 +41,6 @@ OWN: dict[str, tuple[str, ...]] = {
     "evaluate": ("*.csv", "*.png", "*.json"),
     "report": ("index.html",),
 }
-# What `atomic_path` leaves behind when a run is killed mid-write: ours in any stage's folder.
-TEMP_PATTERNS = (".*.tmp",)
 SHOWN = 3  # names quoted in the refusal
 
 
@@ -76,7 +75,9 @@ def _walk(out: Path) -> Iterator[tuple[str, bool]]:
 
 def _matches(rel: str, is_dir: bool, patterns: Iterable[str]) -> bool:
     parts = rel.split("/")
-    for pattern in (*patterns, *TEMP_PATTERNS):
+    if not is_dir and TEMP_NAME.match(parts[-1]):
+        return True  # what atomic_path leaves when a run is killed mid-write (its folder is judged on its own)
+    for pattern in patterns:
         pat = pattern.rstrip("/").split("/")
         if len(pat) == len(parts) and all(fnmatchcase(p, q) for p, q in zip(parts, pat)):
             return True

@@ -34,7 +34,7 @@ from pipeline.io import atomic_path, image_grid, read_json, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty, mode_seeking
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
-from pipeline.ownership import adopt_unmarked, claim_out, clear_own
+from pipeline.ownership import adopt_unmarked, claim_out
 from pipeline.progress import SILENT, Progress
 from pipeline.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 
@@ -515,10 +515,9 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, 
         if ctx.is_main:
             if resume:  # a checkpoint copied in by hand is the user's to continue
                 adopt_unmarked(params.out, "train")
-            # Refuses a folder holding anything train did not write, before any work; a fresh run then
-            # clears the earlier run's files, so no epoch grid of a longer earlier run stays behind.
-            if claim_out(params.out, "train") and not resume:
-                clear_own(params.out, "train")
+            # Refuses a folder holding anything train did not write, before any work. An earlier run's
+            # checkpoint is only ever replaced by a newer one (a full disk keeps it: docs/reliability.md).
+            claim_out(params.out, "train")
         precision = resolve_precision(params.precision, device)
         threads = set_threads(params.threads)
         data = load_training_data(params.input, device)

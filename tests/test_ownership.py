@@ -86,7 +86,7 @@ def test_the_stages_own_output_is_replaced_but_not_with_a_users_file_in_it(stage
     assert _tree(out) == before
 
 
-STALE = {"crawl": "images/0123456789abcdef0123456789abcdef.png", "crop": "shard-09999.npy", "train": "samples/epoch-999.png",
+STALE = {"crawl": "images/0123456789abcdef0123456789abcdef.png", "crop": "shard-09999.npy",
          "generate": "images/0_c0/seed999999.png", "export": "0_c0/seed999999.png", "evaluate": "per_class_old.csv"}
 
 
@@ -115,7 +115,7 @@ def test_patterns_go_component_by_component(tmp_path: Path) -> None:
     out = tmp_path / "gen"
     claim_out(out, "generate")
     for rel in ("images/0_a/seed1.png", "images/0_a/notes.txt", "images/notes.txt", "shard-00-00000.npy",
-                ".grid.png.abc.tmp", "grid.png", "other/seed1.png"):
+                ".grid.png.abcd1234.tmp", "images/0_a/.seed2.png.k3_x9a0q.tmp", "grid.png", "other/seed1.png"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(b"")
     assert sorted(foreign_entries(out, OWN["generate"])) == ["images/0_a/notes.txt", "images/notes.txt", "other/"]

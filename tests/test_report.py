@@ -76,7 +76,7 @@ def test_chromium_renders_every_section_and_every_image(tmp_path: Path, tiny_run
 def test_the_page_needs_no_network(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
     report.run(params(tiny_run, tmp_path / "report"))
     text = (tmp_path / "report" / "index.html").read_text()
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [".augment-stage", "index.html"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["augment-stage.json", "index.html"]
     sources = re.findall(r'(?:src|href)="([^"]*)"', text) + re.findall(r"url\(([^)]*)\)", text)
     assert sources and all(s.startswith("data:image/png;base64,") or s.startswith("#") for s in sources), sources
     assert "<script" not in text and "@import" not in text and "<link" not in text
