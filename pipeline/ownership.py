@@ -148,27 +148,42 @@ def adopt_unmarked(out: Path, owner: str) -> bool:
     return True
 
 
-def claim_out(out: Path, owner: str) -> bool:
-    """`check_out`, then `mark_out`: the folder is this stage's from now on. True when an earlier run was there."""
-    earlier = check_out(out, owner)
+def claim_out(out: Path, owner: str) -> dict[str, tuple[int, int]]:
+    """`check_out`, then `mark_out`: the folder is this stage's from now on. Returns the earlier run's files
+    (`own_files`; empty when there was none), for `drop_unrewritten` once this run has succeeded."""
+    check_out(out, owner)
+    earlier = own_files(out, owner)
     mark_out(out, owner)
     return earlier
 
 
-def clear_own(out: Path, owner: str) -> None:
-    """Remove an earlier run's files (what `check_out` accepted as this owner's), so a run never mixes with it.
-
-    Folders are removed once empty; the marker stays. Call it only after `claim_out` accepted `out`.
-    """
+def own_files(out: Path, owner: str) -> dict[str, tuple[int, int]]:
+    """This owner's files under `out` now, each with its inode and mtime, to tell later which a run rewrote."""
     out = Path(out)
-    found = list(_walk(out))
-    for rel, is_dir in reversed(found):  # contents before the folder holding them
-        path = out / rel
-        if is_dir:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        elif _matches(rel, False, OWN[owner]):
-            path.unlink(missing_ok=True)
+    found = {}
+    for rel, is_dir in (_walk(out) if out.is_dir() else ()):
+        if not is_dir and _matches(rel, False, OWN[owner]):
+            st = (out / rel).stat(follow_symlinks=False)
+            found[rel] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+def drop_unrewritten(out: Path, earlier: dict[str, tuple[int, int]]) -> list[str]:
+    """After a run succeeded: remove the earlier run's files it did not write again (same inode and mtime), and
+    the folders that leaves empty, so the folder holds this run's output only. Returns what was removed."""
+    out = Path(out)
+    gone = []
+    for rel, stamp in earlier.items():
+        with contextlib.suppress(FileNotFoundError):
+            st = (out / rel).stat(follow_symlinks=False)
+            if (st.st_ino, st.st_mtime_ns) == stamp:
+                (out / rel).unlink()
+                gone.append(rel)
+    for folder in sorted({Path(rel).parent for rel in gone}, key=lambda p: -len(p.parts)):
+        while folder != Path(".") and not any((out / folder).iterdir()):
+            (out / folder).rmdir()
+            folder = folder.parent
+    return gone
 
 
 def _quote(names: list[str]) -> str:

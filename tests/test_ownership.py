@@ -5,6 +5,7 @@ Every stage that writes a folder runs here for real (tiny settings) on the outpu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ import pytest
 from pipeline import crawl, crop, evaluate, export, generate, report, train
 from pipeline.config import (CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, ReportParams,
                              TrainParams)
-from pipeline.ownership import MARKER, OWN, FolderNotOwnedError, check_out, claim_out, foreign_entries
+from pipeline.ownership import MARKER, OWN, FolderNotOwnedError, check_out, claim_out, drop_unrewritten, foreign_entries
 from tests.conftest import REPO, bin_path
 
 
@@ -86,7 +87,7 @@ def test_the_stages_own_output_is_replaced_but_not_with_a_users_file_in_it(stage
     assert _tree(out) == before
 
 
-STALE = {"crawl": "images/0123456789abcdef0123456789abcdef.png", "crop": "shard-09999.npy",
+STALE = {"crawl": "images/0123456789abcdef0123456789abcdef.png", "crop": "shard-09999.npy", "train": "samples/epoch-999.png",
          "generate": "images/0_c0/seed999999.png", "export": "0_c0/seed999999.png", "evaluate": "per_class_old.csv"}
 
 
@@ -100,6 +101,21 @@ def test_an_earlier_runs_leftovers_are_cleared(stage: str, tmp_path: Path, tiny_
     (out / STALE[stage]).write_bytes(b"from an earlier run")
     run(out)
     assert not (out / STALE[stage]).exists()
+
+
+def test_only_files_a_run_did_not_write_again_are_dropped(tmp_path: Path) -> None:
+    out = tmp_path / "evaluate"
+    claim_out(out, "evaluate")
+    for name in ("kept.csv", "rewritten.csv", "stale.png"):
+        (out / name).write_text("earlier run")
+        os.utime(out / name, ns=(10**18, 10**18))  # an earlier run's: written long before this one
+    earlier = claim_out(out, "evaluate")
+    (out / "tmp.csv").write_text("this run")
+    (out / "tmp.csv").replace(out / "rewritten.csv")  # as io.atomic_path writes
+    with open(out / "kept.csv", "a") as fh:  # rewritten in place: a new mtime
+        fh.write(" and this run")
+    assert drop_unrewritten(out, earlier) == ["stale.png"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "kept.csv", "rewritten.csv"]
 
 
 def test_another_stages_folder_and_a_file_as_out_are_refused(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
