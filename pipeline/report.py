@@ -124,6 +124,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 img { image-rendering: pixelated; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 section { margin-bottom: 2em; }
+.wide { overflow-x: auto; }
 """
 
 
@@ -255,7 +256,11 @@ def _per_class_entries(metrics: dict[str, Any], classes: list[str], prefix: str 
     found: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
         if isinstance(value, dict) and value and set(value) <= set(classes):
-            found[prefix + key] = value
+            inner = [v for v in value.values() if isinstance(v, dict)]
+            if not inner:
+                found[prefix + key] = value
+            for sub in dict.fromkeys(k for v in inner for k in v):  # {class: {measure: x}}: a column per measure
+                found[f"{prefix}{key}.{sub}"] = {c: v.get(sub) if isinstance(v, dict) else None for c, v in value.items()}
         elif isinstance(value, dict):
             found.update(_per_class_entries(value, classes, f"{prefix}{key}."))
     return found
@@ -265,7 +270,7 @@ def _class_table(entries: dict[str, dict[str, Any]], classes: list[str]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in entries)
     rows = "\n".join(f"<tr><th>{html.escape(c)}</th>" + "".join(f"<td class=n>{_fmt(e.get(c))}</td>" for e in entries.values())
                      + "</tr>" for c in classes)
-    return f"<table><tr><th>class</th>{head}</tr>\n{rows}</table>"
+    return f'<div class="wide"><table><tr><th>class</th>{head}</tr>\n{rows}</table></div>'
 
 
 def _csv_table(path: Path) -> str:

@@ -93,12 +93,15 @@ def test_a_webdataset_export_is_shown_too(tmp_path: Path, tiny_run: dict[str, Pa
 def test_every_per_class_entry_of_the_metrics_is_shown(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
     """Whatever per-class numbers evaluate adds (here a made-up nested `variety`), the page shows them by class."""
     metrics = json.loads((tiny_run["metrics"] / "evaluate.json").read_text())
-    metrics["variety"] = {"lpips": {"c0": 0.125, "c1": 0.25, "c2": 0.375}}
+    metrics["made_up"] = {"lpips": {"c0": 0.125, "c1": 0.25, "c2": 0.375}}  # nested: {measure: {class: x}}
+    metrics["made_up_too"] = {c: {"spread": 0.5 + i, "images": 20} for i, c in enumerate(["c0", "c1", "c2"])}
     (tmp_path / "evaluate.json").write_text(json.dumps(metrics))
     report.run(params(tiny_run, tmp_path / "report", metrics=tmp_path / "evaluate.json"))
     text = (tmp_path / "report" / "index.html").read_text()
-    assert "<th>variety.lpips</th>" in text
+    for column in ("made_up.lpips", "made_up_too.spread", "made_up_too.images"):
+        assert f"<th>{column}</th>" in text, column
     assert re.search(r"<th>c2</th>(<td class=n>[^<]*</td>)*<td class=n>0.3750</td>", text)
+    assert re.search(r"<th>c2</th>(<td class=n>[^<]*</td>)*<td class=n>2.5000</td><td class=n>20</td>", text)
 
 
 def test_a_missing_input_is_one_line_naming_it(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
