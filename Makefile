@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data clean-outputs bench
+.PHONY: demo test setup data browser clean-outputs bench
 
 setup: $(STAMP)
 
@@ -26,13 +26,23 @@ data:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST: apt-get not found; install dataset-fashion-mnist or set crawl.data_dir"; fi
 
+# Debian's chromium renders the report page in tests/test_report.py; install it when apt can.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: found"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium: installing Debian's chromium (for the report page's test)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium \
+	  || echo "chromium: could not be installed; tests/test_report.py's browser checks will be skipped"; \
+	else echo "chromium: apt-get not found; tests/test_report.py's browser checks will be skipped"; fi
+
 demo: setup data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
 	@echo "Done: the labelled synthetic dataset is in data/export (see data/export/README.md)."
 	@echo "Samples: runs/train/samples/, data/generated/grid.png; metrics: '$(BIN)/dvc metrics show'."
+	@echo "Report: open $$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["report"]["out"])')/index.html (one page, every image inline, no network needed)."
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 bench: setup data

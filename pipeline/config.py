@@ -242,7 +242,9 @@ class ExportParams(_Section):
     real: Path = Field(Path("data/crop"), description="The crop output folder (for include_real).")
     out: Path = Field(Path("data/export"), description="ImageFolder-style dataset written here.")
     include_real: bool = Field(False, description="Also export the real training images, marked source=real.")
-    seed: int = Field(0, description="Seed recorded in the dataset card.")
+    format: Literal["imagefolder", "webdataset"] = Field("imagefolder", description="imagefolder: <id>_<label>/*.png (torchvision ImageFolder, Hugging Face imagefolder); webdataset: shard-*.tar of <key>.png/.cls/.json.")
+    shard_size: int = Field(10000, ge=1, description="format=webdataset: samples per .tar shard.")
+    seed: int = Field(0, description="Seed of the shuffled sample order in webdataset shards (each class spread evenly, so every shard holds every class); recorded in the dataset card.")
 
 
 class EvaluateParams(_Section):
@@ -286,6 +288,18 @@ class EvaluateParams(_Section):
         return value
 
 
+class ReportParams(_Section):
+    export: Path = Field(Path("data/export"), description="The export to show (its images, manifest and dataset card).")
+    generated: Path = Field(Path("data/generated"), description="The generate output (its score histogram and meta.json).")
+    real: Path = Field(Path("data/crop"), description="The crop output: real training images shown beside the exported ones.")
+    train: Path = Field(Path("runs/train"), description="The train output: loss curves and the checkpoint whose sha256 is shown.")
+    evaluate: Path = Field(Path("runs/evaluate"), description="The evaluate output folder (per-class CSVs, plots, params.json).")
+    metrics: Path = Field(Path("metrics/evaluate.json"), description="evaluate's metrics (CAS, gains, FD, precision, recall, rules, notes).")
+    out: Path = Field(Path("runs/report"), description="The report is written here as index.html, images inline (no network needed).")
+    per_class: int = Field(8, ge=1, le=64, description="Images per class in each grid, exported and real alike.")
+    seed: int = Field(0, description="Seed choosing which images the grids show.")
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "crawl": CrawlParams,
     "crop": CropParams,
@@ -293,6 +307,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "generate": GenerateParams,
     "export": ExportParams,
     "evaluate": EvaluateParams,
+    "report": ReportParams,
 }
 S = TypeVar("S", bound=_Section)
 

@@ -17,6 +17,7 @@ from pipeline.cropping import CropError, CropSummary, flatten, write_crop_output
 from pipeline.io import ShardReader, read_json
 from pipeline.labels import label_from_tags
 from pipeline.manifest import MANIFEST_NAME, Record, read_manifest
+from pipeline.ownership import claim_out
 from pipeline.progress import SILENT, Progress
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def run(params: CropParams, progress: Progress = SILENT) -> CropSummary:
     manifest = Path(params.input) / MANIFEST_NAME
     if not manifest.exists():
         raise CropError(f"crop.input: {params.input} has no {MANIFEST_NAME}; run `augment crawl` first")
+    claim_out(params.out, "crop")  # refuses a folder holding anything crop did not write, before any work
     if params.mode == "faces":
         from pipeline.faces import crop_faces
 

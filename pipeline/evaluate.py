@@ -47,6 +47,7 @@ from pipeline.device import resolve_device, set_threads
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, read_image, read_json, save_png, write_json
 from pipeline.manifest import path_inside
+from pipeline.ownership import claim_out, drop_unrewritten
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import held_out_positions
 from pipeline.reliability import reliability_report
@@ -130,6 +131,8 @@ def load_export_set(folder: Path) -> tuple[LabelledSet, list[str], dict[str, Any
     if not card_path.exists():
         raise EvaluateError(f"evaluate.export: {folder} is not an augment export (no dataset.json); run `augment export` first")
     card = read_json(card_path)
+    if card.get("format", "imagefolder") != "imagefolder":
+        raise EvaluateError(f"evaluate.export: {folder} is a {card['format']} export; evaluate reads export.format imagefolder")
     if not (folder / "manifest.csv").exists():
         raise EvaluateError(f"evaluate.export: {folder} has no manifest.csv; run `augment export` again")
     rows = _synthetic_rows(folder / "manifest.csv")
@@ -172,6 +175,7 @@ def generate_settings(card: dict[str, Any], params: EvaluateParams) -> GenerateP
 def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     """Measure the export (CAS, gains, fidelity) and compare the selection rules; write metrics, CSVs and plots."""
     started = time.perf_counter()
+    earlier = claim_out(params.out, "evaluate")  # refuses a folder holding anything evaluate did not write, before any work
     device = resolve_device(params.device)
     set_threads(params.threads)
     export, classes, card = load_export_set(params.export)
@@ -266,6 +270,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics["seconds"] = round(summary.seconds, 1)
     write_json(out / "params.json", {"evaluate": to_jsonable(params), "generate": to_jsonable(gen)})
     write_json(params.metrics, metrics)
+    drop_unrewritten(out, earlier)  # no plot of an earlier run's rules stays behind
     return summary
 
 

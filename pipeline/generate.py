@@ -26,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, save_npy, save_png, save_pngs, write_json
 from pipeline.labels import class_dirs
 from pipeline.manifest import MANIFEST_NAME, Record, write_manifest
+from pipeline.ownership import claim_out
 from pipeline.progress import SILENT, Progress
 from pipeline.ranking import TopKSelector, select_with_rule
 from pipeline.sampling import Entry, Sampler, TopK, candidate_batches, class_shares
@@ -256,10 +257,12 @@ def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.de
     if ctx.enabled and params.ranked and params.rank == "mh":
         raise GenerateError("generate.rank: 'mh' runs in one process only (its chains are sequential); "
                             "under torchrun use rank filter, drs or topk")
+    out = Path(params.out)
+    if ctx.is_main:
+        claim_out(out, "generate")  # refuses a folder holding anything generate did not write, before any work
     precision = resolve_precision(params.precision, device)
     set_threads(params.threads)
     sampler = Sampler.from_params(params, device, precision)
-    out = Path(params.out)
     summary = GenerateSummary(out=out)
     t0 = time.perf_counter()
     selection, score_sample, summary.candidates = select(sampler, params, progress, ctx)
@@ -309,7 +312,10 @@ def write_scores(path: Path, records: list[Record]) -> None:
 
 
 def _clear_previous(out: Path) -> None:
-    """Drop an earlier run's manifest first (so the folder never looks complete), then its images and shards."""
+    """Drop an earlier run's manifest first (so the folder never looks complete), then its images and shards.
+
+    Only ever called on a folder `claim_out` accepted: everything in it was written by generate.
+    """
     import shutil
 
     (out / MANIFEST_NAME).unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from pipeline.io import atomic_path, image_grid, read_json, save_png, write_json
 from pipeline.losses import d_loss, g_loss, gradient_penalty, mode_seeking
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
+from pipeline.ownership import adopt_unmarked, claim_out, drop_unrewritten
 from pipeline.progress import SILENT, Progress
 from pipeline.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 
@@ -503,6 +504,13 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, 
     """
     ctx, device = from_env(resolve_device(params.device))
     try:
+        earlier = {}
+        if ctx.is_main:
+            if resume:  # a checkpoint copied in by hand is the user's to continue
+                adopt_unmarked(params.out, "train")
+            # Refuses a folder holding anything train did not write, before any work. An earlier run's
+            # checkpoint is only ever replaced by a newer one (a full disk keeps it: docs/reliability.md).
+            earlier = claim_out(params.out, "train")
         precision = resolve_precision(params.precision, device)
         threads = set_threads(params.threads)
         data = load_training_data(params.input, device)
@@ -522,6 +530,8 @@ def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, 
             plot_losses(trainer.history, Path(params.out) / "losses.png")
             write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,
                                               "loss": params.loss, **summary.metrics})
+            if not resume:  # a fresh run: no epoch grid of a longer earlier run stays behind
+                drop_unrewritten(params.out, earlier)
         return summary
     finally:
         shutdown(ctx)

@@ -8,7 +8,7 @@ import typer
 from rich.logging import RichHandler
 
 from pipeline import __version__
-from stages import crawl, crop, evaluate, export, generate, train
+from stages import crawl, crop, evaluate, export, generate, report, train
 from stages.common import console
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ app.command("train")(train.command)
 app.command("generate")(generate.command)
 app.command("export")(export.command)
 app.command("evaluate")(evaluate.command)
+app.command("report")(report.command)
 
 
 def main() -> None:

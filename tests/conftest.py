@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fash
 
 # Tests use few threads: the machines have 2 cores and pytest runs one test at a time.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Hugging Face `datasets` (tests/test_loaders.py): its cache outside the home folder, and no network.
+os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "augment-tests-hf"))
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def bin_path(name: str) -> str:
@@ -41,6 +45,18 @@ def draw_shapes(n: int, size: int, seed: int = 0, classes: int = 3) -> tuple[np.
             mask = abs(xx - cx) < max(1, r // 3)
         images[i, mask, 0] = rng.integers(150, 256)
     return images, labels
+
+
+def shapes_with_splits(root: Path, splits: dict[str, tuple[int, int]]) -> Path:
+    """Drawn shapes as `<root>/<split>/c<k>/<i>.png`, {split: (count, seed)}: a folder import with both splits."""
+    from PIL import Image
+
+    for split, (n, seed) in splits.items():
+        images, labels = draw_shapes(n, 28, seed=seed)
+        for i, (img, c) in enumerate(zip(images, labels)):
+            (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0]).save(root / split / f"c{c}" / f"{i}.png")
+    return root
 
 
 @pytest.fixture
@@ -135,17 +151,12 @@ def tiny_pipeline(tmp: Path) -> Path:
     import contextlib
 
     import yaml
-    from PIL import Image
 
     from pipeline import crawl, crop, evaluate, export, generate, train
     from pipeline.config import load_section
 
     with contextlib.chdir(tmp):
-        for split, n, seed in (("train", 60, 3), ("test", 30, 4)):
-            images, labels = draw_shapes(n, 28, seed=seed)
-            for i, (img, c) in enumerate(zip(images, labels)):
-                (Path("shapes") / split / f"c{c}").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img[..., 0]).save(Path("shapes") / split / f"c{c}" / f"{i}.png")
+        shapes_with_splits(Path("shapes"), {"train": (60, 3), "test": (30, 4)})
         Path("params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
         for name, stage in (("crawl", crawl), ("crop", crop), ("train", train), ("generate", generate),
                             ("export", export), ("evaluate", evaluate)):
@@ -157,3 +168,9 @@ def tiny_pipeline(tmp: Path) -> Path:
 def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of one finished `tiny_pipeline` chain; tests must work on a copy of it."""
     return tiny_pipeline(tmp_path_factory.mktemp("chain")).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_chain: Path) -> dict[str, Path]:
+    """The tiny chain's folders by name, for tests that only read them (loaders, report, folder ownership)."""
+    return {name: tiny_chain / name for name in ("shapes", "raw", "crop", "train", "gen", "export", "evaluate", "metrics")}

@@ -82,7 +82,7 @@ def covered(files: set[str], deps: list[str]) -> set[str]:
     return {f for f in files if any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}
 
 
-@pytest.mark.parametrize("stage", ["crawl", "crop", "train", "generate", "export", "evaluate"])
+@pytest.mark.parametrize("stage", ["crawl", "crop", "train", "generate", "export", "evaluate", "report"])
 def test_dvc_deps_are_exactly_the_code_each_stage_imports(stage: str) -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     needed = code_closure(REPO / "stages" / f"{stage}.py")
@@ -103,7 +103,7 @@ def test_the_closure_follows_lazy_and_package_imports() -> None:
 # -- data paths are said once: params.yaml, templated into dvc.yaml ------------------------------------
 
 SECTIONS = {"crawl": "CrawlParams", "crop": "CropParams", "train": "TrainParams", "generate": "GenerateParams",
-            "export": "ExportParams", "evaluate": "EvaluateParams"}
+            "export": "ExportParams", "evaluate": "EvaluateParams", "report": "ReportParams"}
 NOT_IN_DVC = {  # path params deliberately left out of dvc.yaml, and why
     "crawl.data_dir": "the system's Fashion-MNIST files (Debian's package), outside the repository",
     "crop.cache": "face detections kept between runs outside crop.out, which DVC deletes before a run",
@@ -143,14 +143,17 @@ def test_the_default_params_connect_each_stage_to_its_upstream() -> None:
     assert p["export"]["input"] == p["generate"]["out"]
     assert p["evaluate"]["export"] == p["export"]["out"]
     assert p["evaluate"]["checkpoint"] == p["generate"]["checkpoint"]
-    assert p["generate"]["real"] == p["export"]["real"] == p["evaluate"]["real"] == p["crop"]["out"]
+    assert p["generate"]["real"] == p["export"]["real"] == p["evaluate"]["real"] == p["report"]["real"] == p["crop"]["out"]
+    assert (p["report"]["export"], p["report"]["generated"], p["report"]["train"], p["report"]["evaluate"],
+            p["report"]["metrics"]) == (p["export"]["out"], p["generate"]["out"], p["train"]["out"], p["evaluate"]["out"],
+                                        p["evaluate"]["metrics"])
 
 
 def test_dvc_resolves_the_templated_chain(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     edges = set(re.findall(r'"([a-z]+)" -> "([a-z]+)"', dvc(repo, "dag", "--dot")))
     assert {("crawl", "crop"), ("crop", "train"), ("train", "generate"), ("generate", "export"),
-            ("export", "evaluate"), ("train", "evaluate"), ("crop", "evaluate")} <= edges, edges
+            ("export", "evaluate"), ("train", "evaluate"), ("crop", "evaluate"), ("evaluate", "report")} <= edges, edges
 
 
 # -- a folder import re-runs when the folder changes ---------------------------------------------------

@@ -71,7 +71,7 @@ def test_the_anime_recipe_runs_every_stage_under_dvc_exp_run(repo: Path) -> None
     dvc = str(Path(sys.executable).parent / "dvc")
     with MoebooruServer(FaceBoard(face_posts(HAIRS, UNTAGGED))) as server:
         out = run(repo, dvc, "exp", "run", *recipe(server.base_url))
-        assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate"], out[-3000:]
+        assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate", "report"], out[-3000:]
 
         raw = read_manifest(repo / "data/raw/manifest.jsonl")
         assert len(raw) == sum(HAIRS.values()) + UNTAGGED

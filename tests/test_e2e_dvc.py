@@ -41,7 +41,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
     out = dvc(repo, "repro")
-    assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate"]
+    assert ran(out) == ["crawl", "crop", "train", "generate", "export", "evaluate", "report"]
 
     raw = read_manifest(repo / "data/raw/manifest.jsonl")
     assert {r.split for r in raw} == {"train", "test"} and len(raw) == 300
@@ -62,6 +62,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
     assert card["total"] == 40 and len(card["classes"]) == 10
     assert len(list((repo / "data/export").glob("*/*.png"))) == 40
     assert "train.json" in dvc(repo, "metrics", "show")
+    assert '<section id="params">' in (repo / "runs/report/index.html").read_text()
 
 
 def test_second_repro_skips_everything(repo: Path) -> None:
@@ -74,7 +75,7 @@ def test_changing_a_generate_value_reruns_only_generate_and_export(repo: Path) -
     params["generate"]["count"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(repo, "repro")
-    assert ran(out) == ["generate", "export", "evaluate"], out
+    assert ran(out) == ["generate", "export", "evaluate", "report"], out
     assert len(read_manifest(repo / "data/generated/manifest.jsonl")) == 30
     assert json.loads((repo / "data/export/dataset.json").read_text())["total"] == 30
 

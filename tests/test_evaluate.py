@@ -222,18 +222,12 @@ def test_mh_chains() -> None:
 @pytest.fixture(scope="module")
 def pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Shapes data with train and test splits, a briefly trained model, a generated set and its export."""
-    from PIL import Image
-
     from pipeline import crawl, crop, export, generate, train
     from pipeline.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
-    from tests.conftest import draw_shapes
+    from tests.conftest import shapes_with_splits
 
     tmp = tmp_path_factory.mktemp("eval")
-    for split, n, seed in (("train", 90, 3), ("test", 60, 4)):
-        images, labels = draw_shapes(n, 28, seed=seed)
-        for i, (img, c) in enumerate(zip(images, labels)):
-            (tmp / "shapes" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img[..., 0]).save(tmp / "shapes" / split / f"c{c}" / f"{i}.png")
+    shapes_with_splits(tmp / "shapes", {"train": (90, 3), "test": (60, 4)})
     crawl.run(CrawlParams(source="folder", root=tmp / "shapes", out=tmp / "raw"))
     crop.run(CropParams(input=tmp / "raw", out=tmp / "crop", metrics=tmp / "crop.json"))
     train.run(TrainParams(input=tmp / "crop", out=tmp / "train", metrics=tmp / "train.json", batch_size=16, z_dim=8,
