@@ -8,6 +8,8 @@ survivors are rendered at the end, so memory does not grow with the oversampling
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -270,14 +272,22 @@ def _run(params: GenerateParams, progress: Progress, ctx: Dist, device: torch.de
     summary.seconds_scoring = time.perf_counter() - t0
     entries = selection.entries()
     dirs = class_dirs(sampler.classes)
+    staging = staging_folder(out)
     if ctx.is_main:
-        _clear_previous(out)
+        shutil.rmtree(staging, ignore_errors=True)   # a killed run's
+        staging.mkdir(parents=True)
     ctx.barrier()
-    records, preview, written = render(sampler, entries, out, dirs, params, progress, ctx)
-    summary.written = sum(ctx.gather(written))
-    ctx.barrier()  # every rank's PNGs are in place before rank 0 writes the manifest
+    try:
+        records, preview, written = render(sampler, entries, staging, dirs, params, progress, ctx)
+        summary.written = sum(ctx.gather(written))
+        ctx.barrier()  # every rank's PNGs are staged before rank 0 swaps them in
+    except BaseException:
+        if ctx.is_main:   # a full disk or Ctrl-C while rendering: the previous output stays as it was
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     if not ctx.is_main:
         return summary
+    _swap_in(staging, out)
     kept_scores = np.array([e[2] for e in entries], np.float32)
     summary.kept = len(records)
     summary.score_stats = _stats(kept_scores)
@@ -311,19 +321,33 @@ def write_scores(path: Path, records: list[Record]) -> None:
                                  "rank": r.rank}) + "\n")
 
 
-def _clear_previous(out: Path) -> None:
-    """Drop an earlier run's manifest first (so the folder never looks complete), then its images and shards.
+def staging_folder(out: Path) -> Path:
+    """Where a run renders before it replaces the previous output: beside `out`, so a kill or a full
+    disk while rendering leaves the previous run's images and manifest as they were.
 
-    Only ever called on a folder `claim_out` accepted: everything in it was written by generate.
+    The same name on every torchrun rank; `.<out>.XXXXXXXX` (8 characters) is the staging
+    pattern `io.sweep_temp` removes after a later successful run.
     """
-    import shutil
+    return out.parent / f".{out.name}.generate"
 
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace the previous run's images and shards with the staged ones; the manifest is written after.
+
+    The earlier manifest goes first, so between here and the new manifest the folder never looks
+    complete. Only ever called on a folder `claim_out` accepted: everything in it was written by generate.
+    """
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     (out / SCORES_NAME).unlink(missing_ok=True)
     shutil.rmtree(out / "images", ignore_errors=True)
     for shard in out.glob("shard-*.npy"):  # format npy; a smaller run would leave the old tail behind
         shard.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    if (staging / "images").exists():
+        os.replace(staging / "images", out / "images")
+    for shard in staging.glob("shard-*.npy"):
+        os.replace(shard, out / shard.name)
+    shutil.rmtree(staging)
 
 
 def _stats(x: Iterable[float] | np.ndarray) -> dict[str, float]:

@@ -250,16 +250,14 @@ def test_train_onto_a_full_disk_keeps_the_last_checkpoint(work: Path, small_disk
     assert no_temp_files(out.parent) == []
 
 
-def test_generate_onto_a_full_disk_leaves_no_manifest(work: Path, small_disk: Callable[[str, str], Path]) -> None:
-    """generate clears its previous output first (docs/reliability.md), so a full disk leaves a folder
-    without a manifest: export refuses it with its usual one line, never reads part of a run."""
-    disk = small_disk("disk", "128k")
-    retarget(work, "generate", "out", disk / "gen")
-    retarget(work, "export", "input", disk / "gen")
-    line = augment(work, "generate")
-    assert_out_of_space(line, disk / "gen")
-    assert not (disk / "gen" / "manifest.jsonl").exists() and no_temp_files(disk) == []
-    assert "run `augment generate` first" in augment(work, "export")
+def test_generate_onto_a_full_disk_keeps_the_previous_output(work: Path, small_disk: Callable[[str, str], Path]) -> None:
+    """generate renders beside its folder and swaps in only a complete run: a full disk leaves the previous run."""
+    out = first_run_on_a_small_disk(work, small_disk, "generate", "1m")
+    before = snapshot(out)
+    assert "manifest.jsonl" in before
+    line = augment(work, "generate", "--count", "2000")   # 2,000 PNGs of a 4 KiB page each: far over 1 MiB
+    assert_out_of_space(line, out)
+    assert snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["generate"]
 
 
 def test_evaluate_onto_a_full_disk_keeps_the_previous_metrics(work: Path, small_disk: Callable[[str, str], Path]) -> None:
