@@ -43,17 +43,3 @@ def gradient_penalty(d: Callable[..., torch.Tensor], real: torch.Tensor, fake: t
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
-
-def mode_seeking(fake: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """MSGAN's regulariser (Mao et al. 2019): 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|).
-
-    Over consecutive pairs of the batch (0-1, 2-3, ...) that share a class; small when G's
-    output moves with z, large when G ignores it. Zero when no pair shares a class.
-    """
-    n = fake.shape[0] // 2 * 2
-    same = torch.ones(n // 2, dtype=torch.bool, device=fake.device) if y is None else y[0:n:2] == y[1:n:2]
-    if not bool(same.any()):
-        return fake.new_zeros(())
-    images = (fake[0:n:2] - fake[1:n:2]).abs().flatten(1).mean(dim=1)[same].mean()
-    latents = (z[0:n:2] - z[1:n:2]).abs().mean(dim=1)[same].mean()
-    return 1.0 / (images / latents + 1e-5)

@@ -31,7 +31,7 @@ from pipeline.diffaugment import diff_augment
 from pipeline.distributed import Dist, from_env, shutdown
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, image_grid, read_json, save_png, write_json
-from pipeline.losses import d_loss, g_loss, gradient_penalty, mode_seeking
+from pipeline.losses import d_loss, g_loss, gradient_penalty
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 from pipeline.ownership import adopt_unmarked, claim_out, drop_unrewritten
@@ -364,11 +364,8 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         with autocast(self.device, self.precision):
-            fake = self.g_train(z, y_fake)
-            out_gen = self._d_logits(fake, y_fake)
+            out_gen = self._d_logits(self.g_train(z, y_fake), y_fake)
             loss_g = g_loss(p.loss, out_gen.float())
-            if p.mode_seeking:
-                loss_g = loss_g + p.mode_seeking * mode_seeking(fake.float(), z, y_fake)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
