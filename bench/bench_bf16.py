@@ -16,8 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import evaluate, export, generate, train  # noqa: E402
-from pipeline.config import load_section  # noqa: E402
+from pipeline.evaluate import evaluate  # noqa: E402
+from pipeline.export import export  # noqa: E402
+from pipeline.generate import generate  # noqa: E402
+from pipeline.shared.config import load_section  # noqa: E402
+from pipeline.train import train  # noqa: E402
 
 
 def one_run(workdir: Path, crop: Path, precision: str, args: argparse.Namespace) -> dict:

@@ -3,7 +3,7 @@
 The diagnosis tool of docs/faces.md ("Why the faces collapsed"): the train stage's own Trainer,
 stepped by hand so that every `--every` steps both G (raw weights) and its EMA are sampled in
 eval mode with standing statistics (48 samples per class, fixed noise) and compared with the
-real training crops of each class by `pipeline.variety` (pixel spread and MS-SSIM diversity,
+real training crops of each class by `pipeline.shared.variety` (pixel spread and MS-SSIM diversity,
 fake / real). Prints one line per measurement, and writes the measurements (JSON) and the
 EMA's latest grid (PNG, one row per class) next to `--out`.
 
@@ -27,13 +27,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipeline.config import TrainParams  # noqa: E402
-from pipeline.data import to_uint8  # noqa: E402
-from pipeline.device import set_threads  # noqa: E402
-from pipeline.io import image_grid, save_png  # noqa: E402
-from pipeline.models import standing_stats  # noqa: E402
-from pipeline.train import Trainer, load_training_data  # noqa: E402
-from pipeline.variety import class_variety  # noqa: E402
+from pipeline.shared.config import TrainParams  # noqa: E402
+from pipeline.shared.data import to_uint8  # noqa: E402
+from pipeline.shared.device import set_threads  # noqa: E402
+from pipeline.shared.io import image_grid, save_png  # noqa: E402
+from pipeline.shared.variety import class_variety  # noqa: E402
+from pipeline.train.models import standing_stats  # noqa: E402
+from pipeline.train.train import Trainer, load_training_data  # noqa: E402
 
 PER_CLASS = 48
 

@@ -25,8 +25,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import requests  # noqa: E402
 
-from pipeline.config import CrawlParams  # noqa: E402
-from pipeline.sources.moebooru import crawl_moebooru  # noqa: E402
+from pipeline.crawl.sources.moebooru import crawl_moebooru  # noqa: E402
+from pipeline.shared.config import CrawlParams  # noqa: E402
 
 
 def _serve(posts: int, latency: float, ready: Any, stop: Any) -> None:

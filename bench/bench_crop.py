@@ -35,10 +35,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from face_art import HAIR_COLOURS, anime_face  # noqa: E402
-from pipeline.config import CropParams  # noqa: E402
-from pipeline.faces import crop_faces, square_around  # noqa: E402
-from pipeline.workers import usable_cores  # noqa: E402
-from pipeline.manifest import Record, write_manifest  # noqa: E402
+from pipeline.crop.faces import crop_faces, square_around  # noqa: E402
+from pipeline.shared.config import CropParams  # noqa: E402
+from pipeline.shared.manifest import Record, write_manifest  # noqa: E402
+from pipeline.shared.workers import usable_cores  # noqa: E402
 
 MARGIN, SIZE = 0.3, 64
 

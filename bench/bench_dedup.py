@@ -23,9 +23,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from face_art import plain_portrait  # noqa: E402
 
-from pipeline import faces  # noqa: E402
-from pipeline.config import CropParams  # noqa: E402
-from pipeline.manifest import Record, read_manifest, write_manifest  # noqa: E402
+from pipeline.crop import faces  # noqa: E402
+from pipeline.shared.config import CropParams  # noqa: E402
+from pipeline.shared.manifest import Record, read_manifest, write_manifest  # noqa: E402
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

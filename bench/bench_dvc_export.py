@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_dvc import DVC, VENV_BIN, sh  # noqa: E402
-from pipeline.io import write_json, write_shards  # noqa: E402
-from pipeline.manifest import Record, write_manifest  # noqa: E402
+from pipeline.shared.io import write_json, write_shards  # noqa: E402
+from pipeline.shared.manifest import Record, write_manifest  # noqa: E402
 
 CLASSES = [f"class{i}" for i in range(10)]
 

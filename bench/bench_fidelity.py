@@ -1,4 +1,4 @@
-"""FD and KID: torchmetrics (pipeline/fidelity.py) against the numpy code it replaced, on the same features.
+"""FD and KID: torchmetrics (pipeline/evaluate/fidelity.py) against the numpy code it replaced, on the same features.
 
 The reference is the pre-sweep implementation (commit 19e31f5^), kept here verbatim in
 substance: FD from the symmetric square root S_r^1/2 S_g S_r^1/2 (eigh, no sqrtm), KID as the
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.fidelity import frechet_distance, kernel_inception_distance
+from pipeline.evaluate.fidelity import frechet_distance, kernel_inception_distance
 
 # --- the replaced implementation ----------------------------------------------------------------
 
@@ -62,7 +62,7 @@ def classifier_features(n: int = 2000, steps: int = 300) -> dict[str, np.ndarray
         return None
     import json
 
-    from pipeline.classifier import TrainConfig, features, train_classifier
+    from pipeline.shared.classifier import TrainConfig, features, train_classifier
 
     with open("data/crop/manifest.jsonl") as fh:
         labels = torch.tensor([json.loads(line)["label_id"] for _, line in zip(range(20_000), fh)])

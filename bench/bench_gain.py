@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import evaluate as ev
-from pipeline.classifier import TrainConfig, accuracy, predict, train_classifier
-from pipeline.data import load_split
-from pipeline.yardstick import LabelledSet, augmented_mix, stratified_subset
+from pipeline.evaluate import evaluate as ev
+from pipeline.evaluate.yardstick import LabelledSet, augmented_mix, stratified_subset
+from pipeline.shared.classifier import TrainConfig, accuracy, predict, train_classifier
+from pipeline.shared.data import load_split
 
 
 def main() -> None:

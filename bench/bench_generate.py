@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import generate  # noqa: E402
-from pipeline.config import GenerateParams  # noqa: E402
-from pipeline.device import autocast  # noqa: E402
-from pipeline.sampling import Sampler  # noqa: E402
+from pipeline.generate import generate  # noqa: E402
+from pipeline.generate.sampling import Sampler  # noqa: E402
+from pipeline.shared.config import GenerateParams  # noqa: E402
+from pipeline.shared.device import autocast  # noqa: E402
 
 
 def pure_forward(sampler: Sampler, n: int, batch: int) -> float:
@@ -55,7 +55,7 @@ def stage(checkpoint: Path, count: int, oversample: int, batch: int, precision: 
 def peak_rss_mb(checkpoint: Path, count: int, oversample: int, batch: int) -> float:
     """Peak RSS of a scores-only generate run in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
-        code = ("import sys, resource; from pipeline import generate; from pipeline.config import GenerateParams as P; "
+        code = ("import sys, resource; from pipeline import generate; from pipeline.shared.config import GenerateParams as P; "
                 f"generate.run(P(checkpoint={str(checkpoint)!r}, out={tmp!r} + '/g', count={count}, "
                 f"oversample={oversample}, batch_size={batch}, scores_only=True)); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.manifest import Record, read_manifest, write_manifest
+from pipeline.shared.manifest import Record, read_manifest, write_manifest
 
 
 def unchecked_read(path: Path) -> list[Record]:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.comparison import compare_rules, make_sampler, ranking_metrics
-from pipeline.config import EvaluateParams, GenerateParams
-from pipeline.data import load_split
-from pipeline.progress import SILENT
-from pipeline.ranking import held_out_positions
-from pipeline.yardstick import Judge, LabelledSet
+from pipeline.evaluate.comparison import compare_rules, make_sampler, ranking_metrics
+from pipeline.evaluate.yardstick import Judge, LabelledSet
+from pipeline.generate.ranking import held_out_positions
+from pipeline.shared.config import EvaluateParams, GenerateParams
+from pipeline.shared.data import load_split
+from pipeline.shared.progress import SILENT
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Training throughput: augment's train step against a DCGAN loop written the common way.
 
-Both sides train the same conditional DCGAN (pipeline.models) with the same loss, batch
+Both sides train the same conditional DCGAN (pipeline.train.models) with the same loss, batch
 size and thread count on the same images, in one process, one after the other:
 
 - plain: torchvision ImageFolder of PNGs + DataLoader (2 workers, PIL decode and
@@ -26,17 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import TrainParams  # noqa: E402
-from pipeline.losses import d_loss, g_loss  # noqa: E402
-from pipeline.models import ModelConfig, build  # noqa: E402
-from pipeline.train import Trainer, TrainingData, model_config  # noqa: E402
+from pipeline.shared.config import TrainParams  # noqa: E402
+from pipeline.train.losses import d_loss, g_loss  # noqa: E402
+from pipeline.train.models import ModelConfig, build  # noqa: E402
+from pipeline.train.train import Trainer, TrainingData, model_config  # noqa: E402
 
 
 def fashion_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """n Fashion-MNIST training images fitted to size x size (uint8 N x H x W x 1) and labels."""
     from PIL import Image
 
-    from pipeline.sources.fashion_mnist import load_fashion_mnist
+    from pipeline.crawl.sources.fashion_mnist import load_fashion_mnist
 
     arrays, _ = load_fashion_mnist(Path("/usr/share/datasets/fashion-mnist"))
     images, labels = arrays["train"]

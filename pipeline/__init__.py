@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 
 def load_export(path: Any, **kwargs: Any) -> Any:
-    """Load an exported synthetic dataset as a torch Dataset (see pipeline.export.load_export)."""
-    from pipeline.export import load_export as _load
+    """Load an exported synthetic dataset as a torch Dataset (see pipeline.export.export.load_export)."""
+    from pipeline.export.export import load_export as _load
 
     return _load(path, **kwargs)

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.config import ParamsError, allowed_values, field_help, load_section
-from pipeline.progress import Progress
+from pipeline.shared.config import ParamsError, allowed_values, field_help, load_section
+from pipeline.shared.progress import Progress
 
 console = Console(stderr=True)
 log = logging.getLogger("augment")
@@ -57,8 +57,8 @@ def execute(title: str, work: Callable[[Progress], Any], writes: Sequence[Path] 
     it filled, and after a run that succeeded the temp files of a killed earlier run are removed
     from them (so the output equals an uninterrupted run's, file for file).
     """
-    from pipeline.errors import PipelineError
-    from pipeline.io import sweep_temp
+    from pipeline.shared.errors import PipelineError
+    from pipeline.shared.io import sweep_temp
 
     try:
         with progress() as bar:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import CrawlParams as P
+from pipeline.shared.config import CrawlParams as P
 from stages.common import PARAMS_OPTION, execute, fail, load, option
 
 
@@ -34,7 +34,7 @@ def command(
     """Fetch images and their labels or tags into the crawl output folder."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "crawl", overrides)
-    from pipeline.crawl import run
+    from pipeline.crawl.crawl import run
 
     result = execute(f"crawl ({cfg.source})", lambda bar: run(cfg, bar), writes=[cfg.out])
     if not result.ok:

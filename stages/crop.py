@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import CropParams as P
+from pipeline.shared.config import CropParams as P
 from stages.common import PARAMS_OPTION, execute, load, option
 
 
@@ -48,6 +48,6 @@ def command(
     if overrides.get("channels") in ("1", "3"):
         overrides["channels"] = int(overrides["channels"])
     cfg: P = load(params, "crop", overrides)
-    from pipeline.crop import run
+    from pipeline.crop.crop import run
 
     execute(f"crop ({cfg.mode})", lambda bar: run(cfg, bar), writes=[cfg.out, cfg.metrics, cfg.cache])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import EvaluateParams as P
+from pipeline.shared.config import EvaluateParams as P
 from stages.common import PARAMS_OPTION, execute, load, option
 
 
@@ -32,6 +32,6 @@ def command(
     """Train a fixed small CNN on the export, real subsets and ranked/unranked sets; test on real data."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "evaluate", overrides)
-    from pipeline.evaluate import run
+    from pipeline.evaluate.evaluate import run
 
     execute("evaluate", lambda bar: run(cfg, bar), writes=[cfg.out, cfg.metrics])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import ExportParams as P
+from pipeline.shared.config import ExportParams as P
 from stages.common import PARAMS_OPTION, execute, load, option
 
 
@@ -20,6 +20,6 @@ def command(
     """Export generated samples (and optionally the real ones) as an ImageFolder dataset or WebDataset shards."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "export", overrides)
-    from pipeline.export import run
+    from pipeline.export.export import run
 
     execute("export", lambda bar: run(cfg, bar), writes=[cfg.out])

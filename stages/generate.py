@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import GenerateParams as P
+from pipeline.shared.config import GenerateParams as P
 from stages.common import PARAMS_OPTION, execute, load, option
 
 
@@ -33,6 +33,6 @@ def command(
     """Generate labelled samples; with --ranked keep the best of --oversample candidates each."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "generate", overrides)
-    from pipeline.generate import run
+    from pipeline.generate.generate import run
 
     execute("generate", lambda bar: run(cfg, bar), writes=[cfg.out])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pipeline.config import ReportParams as P
+from pipeline.shared.config import ReportParams as P
 from stages.common import PARAMS_OPTION, execute, load, option
 
 
@@ -23,6 +23,6 @@ def command(
     """Write runs/report/index.html: per-class grids, counts and scores, metrics, rules, losses, params."""
     overrides = {k: v for k, v in locals().items() if k != "params"}
     cfg: P = load(params, "report", overrides)
-    from pipeline.report import run
+    from pipeline.report.report import run
 
     execute("report", lambda bar: run(cfg, bar), writes=[cfg.out])

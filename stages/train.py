@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.config import TrainParams as P
+from pipeline.shared.config import TrainParams as P
 from stages.common import PARAMS_OPTION, console, execute, load, option
 
 
@@ -36,7 +36,7 @@ def command(
     """Train the DCGAN; writes checkpoints, per-epoch sample grids, losses.csv/png and metrics."""
     overrides = {k: v for k, v in locals().items() if k not in ("params", "resume", "force_resume")}
     cfg: P = load(params, "train", overrides)
-    from pipeline.train import run
+    from pipeline.train.train import run
 
     result = execute("train", lambda bar: run(cfg, resume=resume or force_resume, progress=bar, force=force_resume),
                      writes=[cfg.out, cfg.metrics])

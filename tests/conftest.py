@@ -79,8 +79,9 @@ def shapes_crop(tmp: Path, n: int, seed: int) -> Path:
     """`n` drawn shapes as <tmp>/shapes/c<k>/<i>.png, through the real crawl and crop stages: the crop folder."""
     from PIL import Image
 
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams, CropParams
+    from pipeline.crawl import crawl
+    from pipeline.crop import crop
+    from pipeline.shared.config import CrawlParams, CropParams
 
     images, labels = draw_shapes(n, 28, seed=seed)
     for i, (img, c) in enumerate(zip(images, labels)):
@@ -94,8 +95,9 @@ def shapes_crop(tmp: Path, n: int, seed: int) -> Path:
 @pytest.fixture
 def crop_dir(tmp_path: Path, shapes_folder: Path) -> Path:
     """The crop output for `shapes_folder` at 32 x 32, made by the real crawl and crop stages."""
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams, CropParams
+    from pipeline.crawl import crawl
+    from pipeline.crop import crop
+    from pipeline.shared.config import CrawlParams, CropParams
 
     raw, out = tmp_path / "raw", tmp_path / "crop"
     crawl.run(CrawlParams(source="folder", root=shapes_folder, out=raw))
@@ -152,8 +154,13 @@ def tiny_pipeline(tmp: Path) -> Path:
 
     import yaml
 
-    from pipeline import crawl, crop, evaluate, export, generate, train
-    from pipeline.config import load_section
+    from pipeline.crawl import crawl
+    from pipeline.crop import crop
+    from pipeline.evaluate import evaluate
+    from pipeline.export import export
+    from pipeline.generate import generate
+    from pipeline.shared.config import load_section
+    from pipeline.train import train
 
     with contextlib.chdir(tmp):
         shapes_with_splits(Path("shapes"), {"train": (60, 3), "test": (30, 4)})

@@ -62,7 +62,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_pipeline_has_no_import_cycles() -> None:
     graph = import_graph()
-    assert "pipeline.generate" in graph and "pipeline.sampling" in graph["pipeline.generate"]
+    assert "pipeline.generate.generate" in graph and "pipeline.generate.sampling" in graph["pipeline.generate.generate"]
     assert cycles(graph) == []
 
 

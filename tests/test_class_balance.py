@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import generate, train
-from pipeline.config import GenerateParams, TrainParams
-from pipeline.sampling import class_quotas
-from pipeline.manifest import read_manifest
-from pipeline.train import label_weights
+from pipeline.generate import generate
+from pipeline.generate.sampling import class_quotas
+from pipeline.shared.config import GenerateParams, TrainParams
+from pipeline.shared.manifest import read_manifest
+from pipeline.train import train
+from pipeline.train.train import label_weights
 
 COUNTS = {"c0": 48, "c1": 18, "c2": 6}          # 8 : 3 : 1
 
@@ -22,8 +23,9 @@ def skewed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A crop folder of shapes in three classes of 48, 18 and 6 images, and a briefly trained model."""
     from PIL import Image
 
-    from pipeline import crawl, crop
-    from pipeline.config import CrawlParams, CropParams
+    from pipeline.crawl import crawl
+    from pipeline.crop import crop
+    from pipeline.shared.config import CrawlParams, CropParams
     from tests.conftest import draw_shapes
 
     tmp = tmp_path_factory.mktemp("skewed")

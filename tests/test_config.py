@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import SECTIONS, ParamsError, load_section, parse_section, read_params_file
+from pipeline.shared.config import SECTIONS, ParamsError, load_section, parse_section, read_params_file
 from stages.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ def test_shipped_params_equal_model_defaults() -> None:
     shipped = read_params_file(REPO / "params.yaml")
     assert set(shipped) == set(SECTIONS)
     for name, model in SECTIONS.items():
-        assert parse_section(name, shipped[name]) == model(), f"params.yaml [{name}] drifted from pipeline/config.py"
+        assert parse_section(name, shipped[name]) == model(), f"params.yaml [{name}] drifted from pipeline/shared/config.py"
 
 
 @pytest.mark.parametrize("section,key,value,allowed", [

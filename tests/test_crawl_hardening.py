@@ -20,10 +20,10 @@ from typing import Any, Callable
 
 import pytest
 
-from pipeline.config import CrawlParams
-from pipeline.sources.base import CrawlError
-from pipeline.http import HttpError
-from pipeline.sources.moebooru import client_for, crawl_moebooru
+from pipeline.crawl.http import HttpError
+from pipeline.crawl.sources.base import CrawlError
+from pipeline.crawl.sources.moebooru import client_for, crawl_moebooru
+from pipeline.shared.config import CrawlParams
 
 try:
     from moebooru_server import FakePost, serve
@@ -247,7 +247,7 @@ def test_a_redirect_to_another_host_is_not_followed(tmp_path: Path, loopback_onl
 
 
 def test_allowed_image_hosts_are_still_checked_for_private_addresses() -> None:
-    from pipeline.http import HostPolicy
+    from pipeline.crawl.http import HostPolicy
 
     addresses = {"konachan.net": ["104.21.8.8"], "files.yande.re": ["104.21.9.9"], "cdn.example.org": ["10.0.0.5"],
                  "rebind.example.org": ["104.21.1.1", "127.0.0.1"]}
@@ -277,7 +277,7 @@ def test_allowed_image_hosts_are_still_checked_for_private_addresses() -> None:
 
 
 def test_known_boards_allow_their_image_hosts() -> None:
-    from pipeline.sources.moebooru import allowed_hosts
+    from pipeline.crawl.sources.moebooru import allowed_hosts
 
     assert {"files.yande.re", "assets.yande.re"} <= set(allowed_hosts(CrawlParams(base_url="https://yande.re")))
     assert allowed_hosts(CrawlParams(base_url="https://konachan.net", allow_hosts=["cdn.example.org"])) == ["cdn.example.org"]
@@ -287,7 +287,7 @@ def test_known_boards_allow_their_image_hosts() -> None:
 
 
 def test_a_folder_of_another_source_is_refused_and_left_alone(tmp_path: Path, shapes_folder: Path) -> None:
-    from pipeline import crawl as crawl_stage
+    from pipeline.crawl import crawl as crawl_stage
 
     out = tmp_path / "raw"
     crawl_stage.run(CrawlParams(source="folder", root=shapes_folder, out=out))

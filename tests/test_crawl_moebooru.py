@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import CrawlParams
-from pipeline.crawl import run
-from pipeline.sources.base import CrawlError
-from pipeline.http import HttpClient, HttpError, parse_retry_after
-from pipeline.manifest import read_manifest
-from pipeline.sources.moebooru import client_for, crawl_moebooru, resolve
+from pipeline.crawl.crawl import run
+from pipeline.crawl.http import HttpClient, HttpError, parse_retry_after
+from pipeline.crawl.sources.base import CrawlError
+from pipeline.crawl.sources.moebooru import client_for, crawl_moebooru, resolve
+from pipeline.shared.config import CrawlParams
+from pipeline.shared.manifest import read_manifest
 from stages.cli import app
 
 try:  # pytest puts tests/ on sys.path (rootdir-relative layout without __init__.py)

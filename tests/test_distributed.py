@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.manifest import read_manifest
+from pipeline.shared.checkpoint import load_checkpoint
+from pipeline.shared.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

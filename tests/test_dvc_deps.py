@@ -96,8 +96,8 @@ def test_dvc_deps_are_exactly_the_code_each_stage_imports(stage: str) -> None:
 def test_the_closure_follows_lazy_and_package_imports() -> None:
     train = code_closure(REPO / "stages" / "train.py")
     # classifier is imported inside a Trainer method; pipeline/__init__ runs for any pipeline.x
-    assert {"pipeline/classifier.py", "pipeline/distributed.py", "pipeline/__init__.py", "stages/common.py"} <= train
-    assert "pipeline/sources/moebooru.py" in code_closure(REPO / "stages" / "crawl.py")
+    assert {"pipeline/shared/classifier.py", "pipeline/shared/distributed.py", "pipeline/__init__.py", "stages/common.py"} <= train
+    assert "pipeline/crawl/sources/moebooru.py" in code_closure(REPO / "stages" / "crawl.py")
 
 
 # -- data paths are said once: params.yaml, templated into dvc.yaml ------------------------------------
@@ -112,7 +112,7 @@ NOT_IN_DVC = {  # path params deliberately left out of dvc.yaml, and why
 
 
 def path_params(section: str) -> list[str]:
-    from pipeline import config
+    from pipeline.shared import config
 
     model = getattr(config, SECTIONS[section])
     return [name for name, f in model.model_fields.items() if "Path" in str(f.annotation)]
@@ -134,7 +134,7 @@ def test_every_data_path_of_a_stage_is_its_param_templated(stage: str) -> None:
 
 
 def test_the_default_params_connect_each_stage_to_its_upstream() -> None:
-    from pipeline.train import CHECKPOINT_NAME
+    from pipeline.train.train import CHECKPOINT_NAME
 
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     assert p["crop"]["input"] == p["crawl"]["out"]

@@ -15,8 +15,8 @@ from PIL import Image
 
 from face_board import FaceBoard, face_posts
 from moebooru_server import MoebooruServer
-from pipeline.checkpoint import load_checkpoint
-from pipeline.manifest import read_manifest
+from pipeline.shared.checkpoint import load_checkpoint
+from pipeline.shared.manifest import read_manifest
 from tests.conftest import copy_repo
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.manifest import read_manifest
+from pipeline.shared.manifest import read_manifest
 from tests.conftest import copy_repo, dvc, needs_fmnist
 
 pytestmark = [pytest.mark.slow, needs_fmnist]

@@ -11,8 +11,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import ranking, sampling
-from pipeline.fidelity import frechet_distance, precision_recall
+from pipeline.evaluate.fidelity import frechet_distance, precision_recall
+from pipeline.generate import ranking
+from pipeline.generate import sampling
 
 
 # --- Fréchet distance --------------------------------------------------------------------
@@ -222,8 +223,12 @@ def test_mh_chains() -> None:
 @pytest.fixture(scope="module")
 def pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Shapes data with train and test splits, a briefly trained model, a generated set and its export."""
-    from pipeline import crawl, crop, export, generate, train
-    from pipeline.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
+    from pipeline.crawl import crawl
+    from pipeline.crop import crop
+    from pipeline.export import export
+    from pipeline.generate import generate
+    from pipeline.shared.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
+    from pipeline.train import train
     from tests.conftest import shapes_with_splits
 
     tmp = tmp_path_factory.mktemp("eval")
@@ -242,9 +247,9 @@ def pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("rule", ["drs", "mh"])
 def test_generate_with_drs_and_mh(tmp_path: Path, pipeline_dirs: dict[str, Path], rule: str) -> None:
-    from pipeline import generate
-    from pipeline.config import GenerateParams
-    from pipeline.manifest import read_manifest
+    from pipeline.generate import generate
+    from pipeline.shared.config import GenerateParams
+    from pipeline.shared.manifest import read_manifest
 
     params = GenerateParams(checkpoint=pipeline_dirs["ckpt"], out=tmp_path / rule, real=pipeline_dirs["crop"], count=15,
                             oversample=4, batch_size=16, threads=1, writers=0, rank=rule, calibration_samples=20)
@@ -294,8 +299,8 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
 
 def test_evaluate_judges_on_the_whole_test_split_when_no_rule_calibrates(tmp_path: Path,
                                                                         pipeline_dirs: dict[str, Path]) -> None:
-    from pipeline import evaluate
-    from pipeline.config import EvaluateParams
+    from pipeline.evaluate import evaluate
+    from pipeline.shared.config import EvaluateParams
 
     m = evaluate.run(EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"],
                                     checkpoint=pipeline_dirs["ckpt"], out=tmp_path / "e", metrics=tmp_path / "m.json",
@@ -305,8 +310,8 @@ def test_evaluate_judges_on_the_whole_test_split_when_no_rule_calibrates(tmp_pat
 
 
 def test_evaluate_refuses_data_without_a_test_split(tmp_path: Path, crop_dir: Path, pipeline_dirs: dict[str, Path]) -> None:
-    from pipeline import evaluate
-    from pipeline.config import EvaluateParams
+    from pipeline.evaluate import evaluate
+    from pipeline.shared.config import EvaluateParams
 
     with pytest.raises(evaluate.EvaluateError, match="no test split"):
         evaluate.run(EvaluateParams(export=pipeline_dirs["export"], real=crop_dir, out=tmp_path / "e",
@@ -316,7 +321,7 @@ def test_evaluate_refuses_data_without_a_test_split(tmp_path: Path, crop_dir: Pa
 def test_inception_features_from_a_local_state_dict(tmp_path: Path) -> None:
     from torchvision.models import inception_v3
 
-    from pipeline.fidelity import inception_features, kernel_inception_distance, load_inception
+    from pipeline.evaluate.fidelity import inception_features, kernel_inception_distance, load_inception
 
     torch.manual_seed(0)
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
@@ -337,7 +342,7 @@ def test_inception_maps_imagenet_normalised_input_as_its_weights_expect(tmp_path
     """torchvision's Inception weights want transform_input (their builder sets it); a bare state dict must too."""
     from torchvision.models import inception_v3
 
-    from pipeline.fidelity import load_inception
+    from pipeline.evaluate.fidelity import load_inception
 
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
     assert load_inception(tmp_path / "inc.pt").transform_input is True

@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import crawl, crop, export, generate, train
-from pipeline.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
-from pipeline.labels import class_dirs
-from pipeline.manifest import read_manifest
+from pipeline.crawl import crawl
+from pipeline.crop import crop
+from pipeline.export import export
+from pipeline.generate import generate
+from pipeline.shared.config import CrawlParams, CropParams, ExportParams, GenerateParams, TrainParams
+from pipeline.shared.labels import class_dirs
+from pipeline.shared.manifest import read_manifest
+from pipeline.train import train
 from tests.conftest import draw_shapes
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

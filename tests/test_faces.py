@@ -14,11 +14,11 @@ import yaml
 from PIL import Image
 
 from face_art import HAIR_COLOURS, anime_face, blank, blurred_face, plain_portrait, random_shapes, sprite, two_faces
-from pipeline import faces
-from pipeline.config import CropParams
-from pipeline.cropping import CropError, CropSummary, hash_split
-from pipeline.faces import FaceError, check_pillow, crop_faces, crop_square, near_duplicates, square_around
-from pipeline.manifest import Record, read_manifest, write_manifest
+from pipeline.crop import faces
+from pipeline.crop.cropping import CropError, CropSummary, hash_split
+from pipeline.crop.faces import FaceError, check_pillow, crop_faces, crop_square, near_duplicates, square_around
+from pipeline.shared.config import CropParams
+from pipeline.shared.manifest import Record, read_manifest, write_manifest
 
 SIZE = 256        # canvas side: big enough for reliable detection, small enough to be fast
 
@@ -421,7 +421,7 @@ def test_transparent_sprites_are_composited_onto_the_background(tmp_path: Path) 
 
 
 def test_resize_mode_composites_transparency_too(tmp_path: Path) -> None:
-    from pipeline.crop import crop_resize
+    from pipeline.crop.crop import crop_resize
 
     write_crawl(tmp_path / "raw", [(encode(sprite(0, hidden=MAGENTA)), None)])
     p = params(tmp_path, mode="resize", size=32)

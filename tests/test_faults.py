@@ -67,8 +67,8 @@ def test_a_crop_shard_cut_short_is_named(work: Path, args: list[str]) -> None:
 
 def test_a_crawl_shard_cut_short_is_named_by_crop(work: Path) -> None:
     """Shard inputs of crop (as the Fashion-MNIST import writes them)."""
-    from pipeline.io import write_json, write_shards
-    from pipeline.manifest import Record, write_manifest
+    from pipeline.shared.io import write_json, write_shards
+    from pipeline.shared.manifest import Record, write_manifest
     from tests.conftest import draw_shapes
 
     raw = work / "raw"
@@ -238,7 +238,7 @@ def test_crop_onto_a_full_disk_keeps_the_previous_crop(work: Path, small_disk: C
 
 
 def test_train_onto_a_full_disk_keeps_the_last_checkpoint(work: Path, small_disk: Callable[[str, str], Path]) -> None:
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.shared.checkpoint import load_checkpoint
 
     # room for a ~1 MB checkpoint and its next version's temp file
     out = first_run_on_a_small_disk(work, small_disk, "train", "3m", "--max-steps", "2")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.fidelity import frechet_distance, kernel_inception_distance
+from pipeline.evaluate.fidelity import frechet_distance, kernel_inception_distance
 
 
 def frechet_by_definition(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,7 +58,7 @@ def test_inception_sees_imagenet_normalised_input_as_the_minus_one_to_one_its_we
         tmp_path: Path) -> None:
     from torchvision.models import inception_v3
 
-    from pipeline.fidelity import load_inception
+    from pipeline.evaluate.fidelity import load_inception
 
     torch.manual_seed(0)
     bare = inception_v3(weights=None, aux_logits=True, init_weights=False).eval()

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import export, generate, train
-from pipeline.config import ExportParams, GenerateParams, TrainParams
-from pipeline.data import to_uint8
-from pipeline.labels import class_dirs
-from pipeline.manifest import read_manifest
-from pipeline.sampling import Sampler, TopK, seeded_normal
+from pipeline.export import export
+from pipeline.generate import generate
+from pipeline.generate.sampling import Sampler, TopK, seeded_normal
+from pipeline.shared.config import ExportParams, GenerateParams, TrainParams
+from pipeline.shared.data import to_uint8
+from pipeline.shared.labels import class_dirs
+from pipeline.shared.manifest import read_manifest
+from pipeline.train import train
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,7 @@ def test_npy_format_writes_shards_that_export_turns_into_pngs(tmp_path: Path, ch
 
 
 def test_png_writer_processes_write_every_image(tmp_path: Path) -> None:
-    """The writer pool (spawned processes, pipeline.workers) writes every submitted image, byte-exact pixels."""
+    """The writer pool (spawned processes, pipeline.shared.workers) writes every submitted image, byte-exact pixels."""
     from PIL import Image
 
     images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)

@@ -10,9 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import export, generate, train
-from pipeline.config import CropParams, ExportParams, GenerateParams, ParamsError, TrainParams, parse_section
-from pipeline.manifest import ManifestError, read_manifest
+from pipeline.export import export
+from pipeline.generate import generate
+from pipeline.shared.config import CropParams, ExportParams, GenerateParams, ParamsError, TrainParams, parse_section
+from pipeline.shared.manifest import ManifestError, read_manifest
+from pipeline.train import train
 from stages.cli import app
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
@@ -70,7 +72,7 @@ def one_rank_group(tmp_path: Path):
 
 
 def test_synced_batchnorm_accumulates_in_float32(one_rank_group: None) -> None:
-    from pipeline.models import BatchNorm2d
+    from pipeline.train.models import BatchNorm2d
 
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(32, 4, 8, 8, generator=gen) * 0.5 + 12).to(torch.bfloat16)  # large mean, small spread
@@ -89,14 +91,14 @@ def test_synced_batchnorm_accumulates_in_float32(one_rank_group: None) -> None:
 
 
 def test_process_group_backend_serves_cpu_and_cuda() -> None:
-    from pipeline.distributed import backend_for
+    from pipeline.shared.distributed import backend_for
 
     assert backend_for(torch.device("cuda", 0)) == "cpu:gloo,cuda:nccl"
     assert backend_for(torch.device("cpu")) == "gloo"
 
 
 def test_dist_mean_under_a_gloo_group(one_rank_group: None) -> None:
-    from pipeline.distributed import Dist
+    from pipeline.shared.distributed import Dist
 
     # world=2 takes the all-reduce path; with one real rank the sum is the value itself.
     assert Dist(rank=0, world=2).mean([2.0, 4.0]) == [1.0, 2.0]
@@ -121,7 +123,7 @@ def test_resume_refuses_changed_settings_and_data(tmp_path: Path, crop_dir: Path
     import shutil
 
     shutil.copytree(crop_dir, other)
-    from pipeline.manifest import write_manifest
+    from pipeline.shared.manifest import write_manifest
 
     write_manifest(other / "manifest.jsonl", [r for r in records if r.split == "train"][1:])
     with pytest.raises(train.TrainError, match="training data"):
@@ -182,7 +184,7 @@ def test_export_readers_refuse_paths_outside_the_export(tmp_path: Path, checkpoi
     from PIL import Image
 
     from pipeline import load_export
-    from pipeline.evaluate import load_export_set
+    from pipeline.evaluate.evaluate import load_export_set
 
     gen(tmp_path / "g", checkpoint, count=6, oversample=1)
     root = tmp_path / "exp"

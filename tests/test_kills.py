@@ -79,9 +79,9 @@ def augment(root: Path, *args: str, kill_after: float | None = None, kill_at: in
 
 def readable(path: Path) -> None:
     """A file under its final name is complete: it parses or decodes as what its name says."""
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.io import read_image, read_json
-    from pipeline.manifest import read_manifest
+    from pipeline.shared.checkpoint import load_checkpoint
+    from pipeline.shared.io import read_image, read_json
+    from pipeline.shared.manifest import read_manifest
 
     if path.suffix == ".json":
         read_json(path)
@@ -106,7 +106,7 @@ def fingerprint(stage: str, root: Path) -> dict[str, Any]:
     params = tiny_params(root)[stage]
     out = Path(params["out"])
     if stage == "train":
-        from pipeline.checkpoint import load_checkpoint
+        from pipeline.shared.checkpoint import load_checkpoint
 
         state = load_checkpoint(out / "checkpoint.pt")
         return {"step": state["step"], "history": state["history"],
@@ -129,7 +129,7 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def check_after_kill(stage: str, root: Path, reference: dict[str, Any]) -> str:
     """Nothing half-visible; a manifest names only complete files; the previous output is whole or replaced."""
-    from pipeline.manifest import read_manifest
+    from pipeline.shared.manifest import read_manifest
 
     params = tiny_params(root)[stage]
     out = Path(params["out"])

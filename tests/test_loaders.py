@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import evaluate, export
-from pipeline.config import ExportParams
-from pipeline.io import InputError
-from pipeline.manifest import read_manifest
+from pipeline.evaluate import evaluate
+from pipeline.export import export
+from pipeline.shared.config import ExportParams
+from pipeline.shared.io import InputError
+from pipeline.shared.manifest import read_manifest
 from tests.conftest import REPO, bin_path
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import ManifestAppender, ManifestError, Record, class_names, parse_line, read_manifest, write_manifest
+from pipeline.shared.manifest import ManifestAppender, ManifestError, Record, class_names, parse_line, read_manifest, write_manifest
 
 
 def test_round_trip_keeps_fields_and_drops_empty_ones(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.losses import d_loss, g_loss, gradient_penalty
-from pipeline.models import ModelConfig, build
+from pipeline.train.losses import d_loss, g_loss, gradient_penalty
+from pipeline.train.models import ModelConfig, build
 
 
 @pytest.mark.parametrize("size", [32, 64, 96, 128])

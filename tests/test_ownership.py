@@ -12,10 +12,16 @@ from typing import Callable
 
 import pytest
 
-from pipeline import crawl, crop, evaluate, export, generate, report, train
-from pipeline.config import (CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, ReportParams,
-                             TrainParams)
-from pipeline.ownership import MARKER, OWN, FolderNotOwnedError, check_out, claim_out, drop_unrewritten, foreign_entries
+from pipeline.crawl import crawl
+from pipeline.crop import crop
+from pipeline.evaluate import evaluate
+from pipeline.export import export
+from pipeline.generate import generate
+from pipeline.report import report
+from pipeline.shared.config import (CrawlParams, CropParams, EvaluateParams, ExportParams, GenerateParams, ReportParams,
+                                    TrainParams)
+from pipeline.shared.ownership import MARKER, OWN, FolderNotOwnedError, check_out, claim_out, drop_unrewritten, foreign_entries
+from pipeline.train import train
 from tests.conftest import REPO, bin_path
 
 

@@ -1,7 +1,7 @@
 """evaluate says when the test set is too small for its numbers to mean anything (issue 10)."""
 from __future__ import annotations
 
-from pipeline.reliability import MIN_PER_CLASS, reliability_report, wilson_interval
+from pipeline.evaluate.reliability import MIN_PER_CLASS, reliability_report, wilson_interval
 
 
 def test_wilson_interval_narrows_with_more_images() -> None:

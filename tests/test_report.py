@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import export, report
-from pipeline.config import ExportParams, ReportParams
+from pipeline.export import export
+from pipeline.report import report
+from pipeline.shared.config import ExportParams, ReportParams
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import crawl, crop
-from pipeline.config import CrawlParams, CropParams
-from pipeline.sources.base import CrawlError
-from pipeline.io import ShardReader
-from pipeline.manifest import read_manifest
+from pipeline.crawl import crawl
+from pipeline.crawl.sources.base import CrawlError
+from pipeline.crop import crop
+from pipeline.shared.config import CrawlParams, CropParams
+from pipeline.shared.io import ShardReader
+from pipeline.shared.manifest import read_manifest
 from tests.conftest import needs_fmnist
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import train
-from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pipeline.config import TrainParams
+from pipeline.shared.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.shared.config import TrainParams
+from pipeline.train import train
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
             judge_steps=10)
@@ -36,7 +36,7 @@ def params(tmp: Path, crop_dir: Path, name: str, **kw: object) -> TrainParams:
 def test_train_writes_checkpoint_grids_losses_and_metrics(tmp_path: Path, crop_dir: Path) -> None:
     summary = train.run(params(tmp_path, crop_dir, "run", epochs=2))
     out = tmp_path / "run"
-    from pipeline.manifest import read_manifest
+    from pipeline.shared.manifest import read_manifest
 
     counts = Counter(r.label_id for r in read_manifest(crop_dir / "manifest.jsonl") if r.split == "train")
     assert summary.finished and summary.steps == 2 * (sum(c // 4 * 4 for c in counts.values()) // 16)
@@ -128,8 +128,8 @@ def test_ema_of_a_short_run_forgets_the_generator_it_started_from() -> None:
 
 
 def test_diffaugment_is_differentiable_reproducible_and_changes_what_d_sees() -> None:
-    from pipeline.config import parse_diffaugment as parse_policy
-    from pipeline.diffaugment import diff_augment
+    from pipeline.shared.config import parse_diffaugment as parse_policy
+    from pipeline.train.diffaugment import diff_augment
 
     x = torch.linspace(-1, 1, 2 * 3 * 16 * 16).view(2, 3, 16, 16).requires_grad_(True)
     policy = parse_policy("color, translation,cutout")
@@ -145,7 +145,7 @@ def test_diffaugment_is_differentiable_reproducible_and_changes_what_d_sees() ->
 
 
 def test_grouped_diffaugment_augments_a_group_alike_so_minibatch_std_still_sees_copies() -> None:
-    from pipeline.diffaugment import diff_augment
+    from pipeline.train.diffaugment import diff_augment
 
     policy = ("color", "translation", "cutout")
     face = torch.rand(1, 3, 16, 16) * 2 - 1

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import train
-from pipeline.config import TrainParams
-from pipeline.variety import class_variety, msssim_diversity, pixel_spread, variety_report
+from pipeline.shared.config import TrainParams
+from pipeline.shared.variety import class_variety, msssim_diversity, pixel_spread, variety_report
+from pipeline.train import train
 
 TINY = dict(epochs=1, batch_size=16, z_dim=16, g_channels=8, d_channels=8, embed_dim=8, judge_steps=0,
             checkpoint_every=1000, grid_per_class=8)
@@ -55,7 +55,7 @@ def test_train_warns_when_g_ignores_its_noise(tmp_path: Path, crop_dir: Path, ca
     with torch.no_grad():   # G whose first layer ignores z: every sample of a class is the same image
         trainer.g_ema.project.weight[:, : trainer.cfg.z_dim] = 0
     ignored = trainer.sample_grid("ignores-z")
-    with caplog.at_level(logging.WARNING, logger="pipeline.train"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.train"):
         trainer.warn_if_collapsed(1, ignored)
     assert all(v.ratio < 0.01 for v in ignored) and len(ignored) == 3
     assert "epoch 1: bar, disc, square drew near-identical images" in caplog.text

@@ -1,0 +1,177 @@
+"""The ranking comparison of evaluate: one scored candidate pool per seed, each rule's kept set, judged and summed up.
+
+Seed i's pool is candidates `generate.seed + i * pool .. + pool - 1` of the evaluated checkpoint,
+so the seeds differ in the candidates drawn as well as in the classifier's weights and data
+order, while every rule of one seed chooses from exactly the same candidates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, mean_std
+from pipeline.generate.ranking import CalibrationData, calibration_data, prepare_rule, selector_stats
+from pipeline.generate.sampling import Entry, Sampler, candidate_batches
+from pipeline.shared.config import EvaluateParams, GenerateParams
+from pipeline.shared.data import to_uint8
+from pipeline.shared.device import resolve_precision
+from pipeline.shared.errors import PipelineError
+from pipeline.shared.progress import Progress
+
+
+class ComparisonError(PipelineError):
+    """The checkpoint does not fit the evaluated data."""
+
+
+@dataclass
+class CandidatePool:
+    """Every candidate of one seed's pool, scored once: D's logit and the label judge's confidence."""
+
+    sampler: Sampler
+    seeds: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    confidence: np.ndarray
+    batch_size: int
+    count: int                                   # images each rule keeps
+    kept: dict[str, np.ndarray] = field(default_factory=dict)   # rule -> mask over the pool
+
+    @property
+    def total(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class RuleResult:
+    """One rule's kept set of one pool: how the yardstick judged it and what the rule reported."""
+
+    judged: Judged
+    stats: dict[str, Any]
+    kept_score_mean: float
+    discarded_score_mean: float | None
+
+
+@dataclass
+class RuleRun:
+    """All rules of one seed's pool."""
+
+    pool: CandidatePool
+    results: dict[str, RuleResult]
+
+
+def make_sampler(gen: GenerateParams, num_classes: int, device: torch.device) -> Sampler:
+    """The evaluated checkpoint's Sampler, checked against the data's classes."""
+    sampler = Sampler.from_params(gen, device, resolve_precision(gen.precision, device))
+    if sampler.num_labels != num_classes:
+        raise ComparisonError(f"evaluate.checkpoint: the model has {sampler.num_labels} classes, the data {num_classes}")
+    return sampler
+
+
+def render(sampler: Sampler, entries: list[Entry], batch_size: int) -> torch.Tensor:
+    """The images of `entries` (regenerated from their seeds) as uint8 N x C x H x W."""
+    out = []
+    for start in range(0, len(entries), batch_size):
+        chunk = entries[start:start + batch_size]
+        images, _ = sampler.images_and_scores(np.array([e[1] for e in chunk], np.int64),
+                                              np.array([e[0] for e in chunk], np.int64))
+        out.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
+    return torch.cat(out).contiguous()
+
+
+def score_pool(sampler: Sampler, gen: GenerateParams, count: int, need_confidence: bool,
+               progress: Progress, description: str) -> CandidatePool:
+    """Score `count x oversample` candidates from `gen.seed` on, with the judge's confidence when a rule needs it."""
+    total = count * gen.oversample
+    seeds_all, labels_all, scores_all, conf_all = [], [], [], []
+    progress.start("pool", total=total, description=description)
+    for seeds, labels in candidate_batches(gen.seed, total, sampler.num_labels, gen.batch_size):
+        images, scores = sampler.images_and_scores(seeds, labels)
+        seeds_all.append(seeds), labels_all.append(labels), scores_all.append(scores)
+        conf_all.append(sampler.confidence(images, labels) if need_confidence else np.zeros(len(seeds)))
+        progress.advance("pool", len(seeds))
+    progress.finish("pool")
+    seeds, labels, scores, conf = (np.concatenate(x) for x in (seeds_all, labels_all, scores_all, conf_all))
+    return CandidatePool(sampler, seeds, labels, scores, conf, gen.batch_size, count)
+
+
+def select_from_pool(pool: CandidatePool, rule: str, gen: GenerateParams,
+                     cal_data: CalibrationData | None) -> tuple[list[Entry], dict[str, Any]]:
+    """The entries `rule` keeps from the pool (streamed in generate's batches), and its stats."""
+    if rule == "unranked":
+        n = pool.count
+        return [(int(pool.labels[i]), int(pool.seeds[i]), float(pool.scores[i]), 0) for i in range(n)], {}
+    selector, _, stats = prepare_rule(pool.sampler, gen, rule, count=pool.count, data=cal_data)
+    for start in range(0, pool.total, pool.batch_size):
+        sl = slice(start, start + pool.batch_size)
+        selector.add(pool.scores[sl], pool.seeds[sl], pool.labels[sl],
+                     pool.confidence[sl] if selector.needs_confidence else None)
+        if selector.done:
+            break
+    stats.update(selector_stats(selector))
+    return selector.entries(), stats
+
+
+def compare_rules(params: EvaluateParams, gen: GenerateParams, rules: list[str], judge: Judge, sampler: Sampler,
+                  export_size: int, seed: int, progress: Progress) -> RuleRun:
+    """One candidate pool for evaluation seed `seed`; each rule selects from it, each kept set is rendered and judged."""
+    n = params.compare_count or export_size
+    total = n * gen.oversample
+    gen = gen.model_copy(update={"seed": gen.seed + (seed - params.seed) * total})
+    pool = score_pool(sampler, gen, n, "filter" in rules, progress, f"score candidate pool (seed {seed})")
+    results: dict[str, RuleResult] = {}
+    cal_data = None
+    for rule in rules:
+        if rule in ("drs", "mh") and cal_data is None:
+            cal_data = calibration_data(sampler, gen)
+        entries, stats = select_from_pool(pool, rule, gen, cal_data)
+        kept_seeds = np.array([e[1] for e in entries], np.int64)
+        kept = LabelledSet(render(sampler, entries, gen.batch_size), np.array([e[0] for e in entries], np.int64))
+        mask = np.isin(pool.seeds, kept_seeds)
+        pool.kept[rule] = mask
+        results[rule] = RuleResult(judge.judge(kept, seed), stats, float(pool.scores[mask].mean()),
+                                   float(pool.scores[~mask].mean()) if (~mask).any() else None)
+    return RuleRun(pool, results)
+
+
+def ranking_metrics(rules: list[str], runs: list[RuleRun], gen: GenerateParams) -> dict[str, Any]:
+    """ranking.<rule>.{cas, fd, precision, recall}(_std) over seeds, the winners, and ranked vs unranked."""
+    ranking: dict[str, Any] = {}
+    for rule in rules:
+        js = [r.results[rule].judged for r in runs]
+        row: dict[str, Any] = {}
+        row.update(mean_std("cas", [j.accuracy for j in js]))
+        for name in ("fd", "precision", "recall"):
+            values = [getattr(j, name) for j in js]
+            if all(v is not None for v in values):   # a metric that could not be measured stays absent, never 0
+                row.update(mean_std(name, values))
+        row["kept_score_mean"] = round(float(np.mean([r.results[rule].kept_score_mean for r in runs])), 4)
+        discarded = [r.results[rule].discarded_score_mean for r in runs if r.results[rule].discarded_score_mean is not None]
+        row["discarded_score_mean"] = round(float(np.mean(discarded)), 4) if discarded else None
+        for key, value in runs[0].results[rule].stats.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = value
+        ranking[rule] = row
+    out: dict[str, Any] = {"ranking": ranking, "compare_count": runs[0].pool.count, "pool": runs[0].pool.total}
+    if len(rules) > 1:
+        def best(metric: str, sign: int) -> str | None:
+            have = [r for r in rules if metric in ranking[r]]
+            return max(have, key=lambda r: sign * ranking[r][metric]) if have else None
+
+        out["winner"] = {"cas": best("cas", 1), "precision": best("precision", 1), "recall": best("recall", 1),
+                         "fd": best("fd", -1)}
+    if "unranked" in rules and gen.rank in rules and gen.rank != "unranked":
+        a, b = ranking[gen.rank], ranking["unranked"]
+        vs: dict[str, Any] = {"rule": gen.rank}
+        for metric in ("cas", "precision", "recall"):
+            if metric in a and metric in b:
+                diff = a[metric] - b[metric]
+                spread = float(np.hypot(a[f"{metric}_std"], b[f"{metric}_std"]))
+                vs[metric] = {"diff": round(diff, 4), "std": round(spread, 4),
+                              "beyond_2_std": bool(len(runs) > 1 and diff > 2 * spread)}
+        if "recall" in a and b.get("recall"):
+            vs["recall_ratio"] = round(a["recall"] / b["recall"], 4)
+        out["ranked_vs_unranked"] = vs
+    return out

@@ -1,0 +1,1 @@
+"""What every stage shares: settings, records, files, devices, processes, errors and the measures two stages use."""

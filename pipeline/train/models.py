@@ -1,0 +1,288 @@
+"""Class-conditional DCGAN: the architecture only, sized from the image side (32, 64, 96, 128).
+
+G is conditioned through class-conditional batch norm (a per-class gain and bias after
+each normalisation), D through a projection head (Miyato & Koyama 2018). With one class or
+none both reduce to the plain DCGAN.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm as _sn
+
+from pipeline.shared.config import SUPPORTED_SIZES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    size: int = 32
+    channels: int = 1
+    num_classes: int = 0          # 0 = unconditional
+    z_dim: int = 64
+    g_channels: int = 64
+    d_channels: int = 64
+    embed_dim: int = 32
+    d_norm: str = "spectral"      # spectral | batch | none
+    mbstd_group: int = 4          # minibatch-std group size in D (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.size not in SUPPORTED_SIZES:
+            raise ValueError(f"size {self.size} is not one of {SUPPORTED_SIZES}")
+        if self.d_norm not in ("spectral", "batch", "none"):
+            raise ValueError(f"d_norm {self.d_norm!r} is not one of spectral, batch, none")
+
+    @property
+    def base(self) -> int:
+        """Side of the first feature map: 96 = 3 * 2^5, the rest are 4 * 2^k."""
+        return 3 if self.size == 96 else 4
+
+    @property
+    def n_up(self) -> int:
+        return (self.size // self.base).bit_length() - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose batch statistics can span all torchrun ranks (also on CPU/Gloo).
+
+    torch's SyncBatchNorm only runs on GPUs; this computes the global mean and variance
+    with a differentiable all-reduce, so an N-rank run matches a single-process run with the
+    same global batch. Off (plain BatchNorm2d) unless `sync` is set and a group exists.
+    """
+
+    sync = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.sync and self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        # Sums in float32 whatever the autocast dtype: in bf16, E[x^2] - E[x]^2 cancels to
+        # noise (or below zero) as soon as the mean is large against the spread.
+        dtype, x = x.dtype, x.float()
+        c = x.shape[1]
+        count = torch.tensor([x.numel() / c], device=x.device, dtype=torch.float32)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_(var.detach() * n / (n - 1), m)
+        out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(dtype)
+
+
+def sync_batchnorm(module: nn.Module, on: bool = True) -> nn.Module:
+    """Make every batch statistic in `module` (BatchNorm2d, MinibatchStd) span all ranks."""
+    for m in module.modules():
+        if isinstance(m, (BatchNorm2d, MinibatchStd)):
+            m.sync = on
+    return module
+
+
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm whose gain and bias come from the class label (plain affine BN without classes)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.bn = BatchNorm2d(channels, affine=num_classes == 0)
+        if num_classes:
+            self.gain = nn.Embedding(num_classes, channels)
+            self.bias = nn.Embedding(num_classes, channels)
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        x = self.bn(x)
+        if not self.num_classes:
+            return x
+        return x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch = [cfg.g_channels * 2 ** (cfg.n_up - 1 - i) for i in range(cfg.n_up)]
+        in_dim = cfg.z_dim + (cfg.embed_dim if cfg.num_classes else 0)
+        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
+        self.project = nn.Linear(in_dim, ch[0] * cfg.base * cfg.base, bias=False)
+        self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes) for c in ch])
+        self.ups = nn.ModuleList(
+            [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(cfg.n_up - 1)]
+        )
+        self.to_image = nn.ConvTranspose2d(ch[-1], cfg.channels, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        y = y if self.cfg.num_classes else None
+        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        h = self.project(h).view(z.shape[0], -1, self.cfg.base, self.cfg.base)
+        h = torch.relu(self.norms[0](h, y))
+        for up, norm in zip(self.ups, self.norms[1:]):
+            h = torch.relu(norm(up(h), y))
+        return torch.tanh(self.to_image(h))
+
+
+class MinibatchStd(nn.Module):
+    """Append the mean feature std over groups of `group` consecutive samples as one channel.
+
+    ProGAN's remedy for mode collapse: D sees how varied a batch is, so G cannot win by
+    drawing the same image for every z. Groups are consecutive samples so that torchrun's
+    contiguous per-rank slices form the same groups as one process does.
+    """
+
+    sync = False
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+        # In eval mode the feature is this running average, so a sample's score depends on
+        # the sample alone, not on the batch it is scored in (ranking needs that).
+        self.register_buffer("running_std", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if not self.training:
+            return torch.cat([x, self.running_std.to(x.dtype).expand(n, 1, h, w)], dim=1)
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        y = x.float().view(n // g, g, c, h, w)
+        # Written out rather than Tensor.var(dim=1): var over a middle dim runs a slow strided
+        # kernel on CPU (4x this in forward + backward, 8% of a training step at 32 px).
+        std = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1).add(1e-8).sqrt()
+        std = std.mean(dim=(1, 2, 3))                            # one value per group
+        self._track(std.detach())
+        std = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+    momentum: float | None = 0.1   # None: a cumulative average (re-estimating statistics, like BatchNorm2d)
+    _tracked = 0
+
+    @torch.no_grad()
+    def _track(self, std: torch.Tensor) -> None:
+        mean = std.mean()
+        import torch.distributed as dist
+
+        if self.sync and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        self._tracked += 1
+        self.running_std.lerp_(mean, self.momentum if self.momentum is not None else 1.0 / self._tracked)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        wrap = _sn if cfg.d_norm == "spectral" else (lambda m: m)
+        ch = [cfg.d_channels * 2 ** i for i in range(cfg.n_up)]
+        layers: list[nn.Module] = [wrap(nn.Conv2d(cfg.channels, ch[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        for i in range(cfg.n_up - 1):
+            layers.append(wrap(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=cfg.d_norm != "batch")))
+            if cfg.d_norm == "batch":
+                layers.append(BatchNorm2d(ch[i + 1]))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        if cfg.mbstd_group:
+            layers += [MinibatchStd(cfg.mbstd_group), wrap(nn.Conv2d(ch[-1] + 1, ch[-1], 3, 1, 1)),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.head = wrap(nn.Linear(ch[-1], 1))
+        self.project = wrap(nn.Embedding(cfg.num_classes, ch[-1])) if cfg.num_classes else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per image: higher means 'more like real data of class y'."""
+        h = self.features(x).sum(dim=(2, 3))
+        out = self.head(h).squeeze(1)
+        if self.project is not None:
+            out = out + (self.project(y) * h).sum(dim=1)
+        return out
+
+
+@torch.no_grad()
+def generated_statistics(d: Discriminator, g: Generator, device: torch.device, latent_scale: float = 1.0,
+                         batches: int = 16, batch_size: int = 256, seed: int = 54321) -> None:
+    """Re-estimate D's batch statistics on generated batches, then leave D in eval mode.
+
+    In training D normalised each fake-only batch with that batch's statistics; its running
+    averages mix real and fake batches, a state it never saw. Scoring with statistics of
+    generated batches judges a candidate the way training did, while each score still depends
+    on the candidate alone (eval mode), never on the batch it is scored in.
+    """
+    cfg = g.cfg
+    gen = torch.Generator().manual_seed(seed)
+    stat_layers = [m for m in d.modules() if isinstance(m, (nn.BatchNorm2d, MinibatchStd))]
+    for m in stat_layers:
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+        m._tracked = 0
+        m.momentum = None
+    d.train()
+    for _ in range(batches):
+        z = (torch.randn(batch_size, cfg.z_dim, generator=gen) * latent_scale).to(device)
+        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
+        d(g(z, y), y)
+    for m in stat_layers:
+        m.momentum = 0.1
+    d.eval()
+
+
+@torch.no_grad()
+def standing_stats(g: Generator, cfg: ModelConfig, device: torch.device, batches: int = 16, batch_size: int = 256) -> None:
+    """Re-estimate G's batch-norm statistics from its own samples (BigGAN's 'standing stats').
+
+    Sampling runs G in eval mode, so each image depends only on its own seed; the running
+    statistics copied from the trained G do not match the EMA weights, these do.
+    """
+    gen = torch.Generator().manual_seed(12345)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
+        y = torch.randint(max(cfg.num_classes, 1), (batch_size,), generator=gen).to(device)
+        g(z, y)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    g.eval()
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) for convs and linears, N(1, 0.02) for BN gains."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            weight = getattr(m, "weight_orig", m.weight)
+            nn.init.normal_(weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    # D's class projection like its other weights: PyTorch's N(0, 1) default made the
+    # projection term dominate the logit (|D| ~ 30 at 32 px, ~60 at 64 px). G's label
+    # embeddings and conditional-BN gains keep their own init (CondBatchNorm2d).
+    if isinstance(module, Discriminator) and module.project is not None:
+        weight = getattr(module.project, "weight_orig", module.project.weight)
+        nn.init.normal_(weight, 0.0, 0.02)
+
+
+def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    g, d = Generator(cfg), Discriminator(cfg)
+    init_weights(g)
+    init_weights(d)
+    return g, d

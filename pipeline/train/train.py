@@ -1,0 +1,534 @@
+"""The train stage: a (conditional) DCGAN over the crop stage's shards, with EMA, checkpoints, grids and the label judge.
+
+The whole training split lives in memory as one uint8 tensor on the device and is
+normalised per batch, so no DataLoader decodes images each epoch. Every random choice
+(weights, data order, noise) comes from the seed, and the checkpoint holds all the state a
+resumed run needs to continue exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import __version__
+from pipeline.shared.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.shared.config import TrainParams, parse_diffaugment, to_jsonable
+from pipeline.shared.data import load_split, to_float, to_uint8
+from pipeline.shared.device import autocast, resolve_device, resolve_precision, set_threads
+from pipeline.shared.distributed import Dist, from_env, shutdown
+from pipeline.shared.errors import PipelineError
+from pipeline.shared.io import atomic_path, image_grid, read_json, save_png, write_json
+from pipeline.shared.manifest import MANIFEST_NAME
+from pipeline.shared.ownership import adopt_unmarked, claim_out, drop_unrewritten
+from pipeline.shared.progress import SILENT, Progress
+from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
+from pipeline.train.diffaugment import diff_augment
+from pipeline.train.losses import d_loss, g_loss, gradient_penalty
+from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
+CHECKPOINT_NAME = "checkpoint.pt"
+# Params that --resume may change: how long to run, where to write, how fast to compute.
+# Every other train param shapes the run itself (a changed batch size skips or repeats data).
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
+                               "grid_per_class", "input", "out", "metrics", "judge_steps", "judge_batch_size"})
+
+
+class TrainError(PipelineError):
+    """Training cannot start (no data, bad checkpoint for --resume, ...)."""
+
+
+class Interrupted(PipelineError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor          # N x C x H x W uint8, on the device
+    labels: torch.Tensor          # N int64, on the device (zeros when unlabelled)
+    classes: list[str]
+    meta: dict[str, Any]
+    digest: str = ""              # sha256 of the images, labels and classes: what --resume compares
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    steps: int = 0
+    epochs: int = 0
+    images_seen: int = 0
+    seconds: float = 0.0
+    resumed_from: int | None = None
+    finished: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> dict[str, Any]:
+        return {"output": str(self.out), "steps": self.steps, "epochs": self.epochs,
+                "resumed from step": self.resumed_from if self.resumed_from is not None else "-",
+                "finished": self.finished, **self.metrics}
+
+
+def load_training_data(folder: Path, device: torch.device) -> TrainingData:
+    """The crop output's train split as uint8 tensors on `device`."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).exists():
+        raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
+    meta = read_json(folder / "meta.json")
+    images, label_ids, records, classes = load_split(folder, "train")
+    if not records:
+        raise TrainError(f"train.input: {folder} has no images in the train split")
+    labels = torch.from_numpy(label_ids)
+    # The digest is over the N x H x W x C bytes as stored, so checkpoints of earlier versions still resume.
+    digest = hashlib.sha256(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).data)
+    digest.update(labels.numpy().tobytes())
+    digest.update(json.dumps(classes).encode())
+    meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
+    return TrainingData(images.to(device), labels.to(device), classes, meta, digest.hexdigest())
+
+
+def label_weights(class_counts: list[int], sampling: str) -> torch.Tensor | None:
+    """Probabilities to draw G's training labels with, or None for uniform draws.
+
+    `source` follows the training split's class frequencies, so D sees real and generated images
+    with the same label mix (with a uniform mix, a rare class is overrepresented among fakes and
+    D can tell fakes by their label alone). Uniform draws (None) are kept when the classes are
+    equal anyway, so balanced data gives exactly the numbers it gave before this option.
+    """
+    if sampling == "balanced" or len(set(class_counts)) <= 1:
+        return None
+    counts = torch.tensor(class_counts, dtype=torch.float64)
+    return counts / counts.sum()
+
+
+def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
+    conditional = {"yes": True, "no": False, "auto": len(data.classes) >= 2}[params.conditional]
+    if conditional and len(data.classes) < 2:
+        raise TrainError(f"train.conditional: 'yes' needs 2+ classes, the data has {len(data.classes)}")
+    d_norm = "none" if params.loss == "wgan-gp" else ("spectral" if params.spectral_norm else "batch")
+    return ModelConfig(size=data.images.shape[-1], channels=data.images.shape[1],
+                       num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
+                       g_channels=params.g_channels, d_channels=params.d_channels,
+                       embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group)
+
+
+def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
+    """The data order of one epoch depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    With `labels` and `group` > 1 the order is made of runs of `group` images of one class
+    (each class shuffled and cut into runs, the runs shuffled; a class's last partial run waits
+    for another epoch), so that D's minibatch-std groups compare images of one class.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if labels is None or group <= 1:
+        return torch.randperm(n, generator=gen)
+    runs = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        runs.append(idx[: len(idx) // group * group].view(-1, group))
+    runs_ = torch.cat(runs)
+    return runs_[torch.randperm(len(runs_), generator=gen)].flatten()
+
+
+def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> float:
+    """The EMA decay for `step`: 0 (a copy) before `start`, then `decay`, its half-life capped at
+    `rampup` x the steps since `start`.
+
+    Without the cap, 0.999 (a 693-step half-life) kept a 690-step run's EMA at 61% G-at-step-200:
+    fine for the 4,685 steps of the Fashion-MNIST default, wrong for a few hundred anime faces.
+    """
+    if step < start:
+        return 0.0
+    if rampup is None:
+        return decay
+    return min(decay, 0.5 ** (1.0 / (rampup * (step - start + 1))))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def fixed_grid_inputs(cfg: ModelConfig, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Fixed noise for the epoch grids: one row per class (8 x 8 when unconditional)."""
+    rows = cfg.num_classes or 8
+    cols = per_class if cfg.num_classes else 8
+    gen = torch.Generator().manual_seed(seed + 7919)
+    z = torch.randn(rows * cols, cfg.z_dim, generator=gen)
+    y = torch.arange(rows).repeat_interleave(cols) if cfg.num_classes else torch.zeros(rows * cols, dtype=torch.long)
+    return z, y, cols
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[dict[str, bool]]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each whole step."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no handlers, no graceful stop
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Holds the models, optimisers and counters of one run; `fit` runs the loop."""
+
+    def __init__(self, params: TrainParams, data: TrainingData, device: torch.device, precision: str,
+                 ctx: Dist = Dist()) -> None:
+        self.params, self.data, self.device, self.precision, self.ctx = params, data, device, precision, ctx
+        if params.batch_size % ctx.world:
+            raise TrainError(f"train.batch_size: {params.batch_size} is not divisible by the {ctx.world} torchrun processes")
+        torch.manual_seed(params.seed)
+        self.cfg = model_config(params, data)
+        self.g, self.d = build(self.cfg)
+        self.g_ema = Generator(self.cfg)
+        self.g_ema.load_state_dict(self.g.state_dict())
+        for m in (self.g, self.d, self.g_ema):
+            m.to(device, memory_format=torch.channels_last)
+        self.g_ema.eval().requires_grad_(False)
+        self.g_train, self.d_train = self._wrap(self.g), self._wrap(self.d)
+        if params.compile:
+            self.g_train, self.d_train = torch.compile(self.g_train), torch.compile(self.d_train)
+        adam = dict(betas=(params.beta1, params.beta2), foreach=True)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr_d, **adam)
+        self.noise = torch.Generator().manual_seed(params.seed + 1)
+        self.diffaug = parse_diffaugment(params.diffaugment)
+        # Its own stream (per rank: each rank augments its own slice), so turning DiffAugment
+        # on leaves the noise and data order of a run unchanged.
+        self.aug_gen = torch.Generator().manual_seed(params.seed + 2 + 1009 * ctx.rank)
+        self.label_weights = label_weights(data.meta.get("class_counts", []), params.label_sampling)
+        self.step = 0
+        self.history: list[list[float]] = []
+        self.judge: dict[str, Any] | None = None
+        self.variety: list[ClassVariety] = []     # of the last epoch's grid
+        self.out = Path(params.out)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel under torchrun (batch norm synced over ranks), else the model itself."""
+        if not self.ctx.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are identical on every rank already (synced BN statistics, spectral-norm
+        # vectors depend on the weights only); broadcasting them would break the 2nd forward.
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+    @property
+    def class_group(self) -> int:
+        """Images of one class per minibatch-std group (1: batches mix classes freely)."""
+        p = self.params
+        grouped = p.mbstd_by_class and self.conditional and p.mbstd_group > 1
+        return p.mbstd_group if grouped and (p.batch_size // self.ctx.world) % p.mbstd_group == 0 else 1
+
+    def order(self, epoch: int) -> torch.Tensor:
+        group = self.class_group
+        labels = self.data.labels.cpu() if group > 1 else None
+        return epoch_order(len(self.data.images), self.params.seed, epoch, labels, group)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        group = self.class_group
+        if group == 1:
+            return len(self.data.images) // self.params.batch_size
+        counts = torch.bincount(self.data.labels.cpu())
+        return int((counts // group * group).sum()) // self.params.batch_size
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.num_classes > 0
+
+    # --- state -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": __version__, "model_config": self.cfg.to_dict(), "classes": self.data.classes,
+            "params": to_jsonable(self.params), "data_sha256": self.data.digest, "data_meta": {k: v for k, v in self.data.meta.items() if k != "params"},
+            "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
+            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
+            **({"judge": self.judge} if self.judge is not None else {}),
+        }
+
+    def restore(self, state: dict[str, Any], force: bool = False) -> None:
+        if state["model_config"] != self.cfg.to_dict():
+            raise TrainError("train --resume: the checkpoint was made with other model settings; "
+                             "start afresh without --resume or restore the old params")
+        changes = resume_changes(state, self.params, self.data)
+        if changes and not force:
+            raise TrainError(f"train --resume: the checkpoint was made with other settings ({'; '.join(changes)}); "
+                             "restore them, start afresh without --resume, or pass --force-resume to continue anyway")
+        if changes:
+            log.warning("resuming although %s", "; ".join(changes))
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.noise.set_state(state["rng"]["noise"])
+        if "augment" in state["rng"]:   # checkpoints from before DiffAugment have none
+            self.aug_gen.set_state(state["rng"]["augment"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.history = state["history"].tolist()
+        self.judge = state.get("judge")
+
+    def save(self) -> None:
+        """Checkpoint + loss table; under torchrun only rank 0 writes."""
+        if self.ctx.is_main:
+            save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
+            self.write_history()
+
+    def write_history(self) -> None:
+        with atomic_path(self.out / "losses.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(HISTORY_COLUMNS)
+            writer.writerows([int(r[0]), int(r[1]), *(f"{v:.5f}" for v in r[2:])] for r in self.history)
+
+    # --- one step ----------------------------------------------------------------
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a global-batch tensor."""
+        share = t.shape[0] // self.ctx.world
+        return t[self.ctx.rank * share:(self.ctx.rank + 1) * share]
+
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Noise for the whole global batch from the shared stream, sliced to this rank.
+
+        Every rank draws the same numbers, so N ranks see exactly the noise one process would.
+        """
+        z = self._local(torch.randn(n, self.cfg.z_dim, generator=self.noise)).to(self.device)
+        if not self.conditional:
+            return z, None
+        group = self.class_group   # fakes come in one-class runs too, like the real batches
+        if self.label_weights is None:
+            y = torch.randint(self.cfg.num_classes, (n // group,), generator=self.noise)
+        else:
+            y = torch.multinomial(self.label_weights, n // group, replacement=True, generator=self.noise)
+        y = y.repeat_interleave(group)
+        return z, self._local(y).to(self.device)
+
+    def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
+        if self.diffaug:
+            group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
+            x = diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
+        return self.d_train(x, y)
+
+    def train_step(self, idx: torch.Tensor) -> list[float]:
+        p = self.params
+        n = idx.shape[0]
+        idx = self._local(idx).to(self.data.images.device)
+        real = to_float(self.data.images[idx])
+        y_real = self.data.labels[idx] if self.conditional else None
+        for _ in range(p.d_steps):
+            z, y_fake = self._noise(n)
+            with autocast(self.device, self.precision):
+                with torch.no_grad():
+                    fake = self.g_train(z, y_fake)
+                out_real, out_fake = self._d_logits(real, y_real), self._d_logits(fake, y_fake)
+                loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
+            if p.loss == "wgan-gp":
+                alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
+                loss_d = loss_d + p.gp_weight * gradient_penalty(self.d_train, real, fake.float(), y_real, alpha)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        z, y_fake = self._noise(n)
+        with autocast(self.device, self.precision):
+            out_gen = self._d_logits(self.g_train(z, y_fake), y_fake)
+            loss_g = g_loss(p.loss, out_gen.float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        update_ema(self.g_ema, self.g, ema_decay_at(self.step, p.ema_decay, p.ema_start, p.ema_rampup))
+        row = torch.stack([loss_d.detach(), loss_g.detach(), out_real.float().mean(), out_fake.float().mean()])
+        return self.ctx.mean(row.tolist())
+
+    # --- outputs -------------------------------------------------------------------
+    def sample_grid(self, name: str) -> list[ClassVariety]:
+        """The epoch grid of EMA G's samples (fixed noise), and its classes' variety against the real images."""
+        if not self.ctx.is_main:
+            return []
+        standing_stats(self.g_ema, self.cfg, self.device)
+        z, y, cols = fixed_grid_inputs(self.cfg, self.params.grid_per_class, self.params.seed)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            images = to_uint8(self.g_ema(z.to(self.device), y.to(self.device)))
+        save_png(self.out / "samples" / f"{name}.png", image_grid(images, rows=len(images) // cols, cols=cols))
+        real = self.data.images.permute(0, 2, 3, 1).cpu().numpy()
+        real_labels = self.data.labels.cpu().numpy() if self.conditional else np.zeros(len(real), np.int64)
+        names = self.data.classes if self.conditional else ["all"]
+        return class_variety(images, y.numpy(), real, real_labels, names, max_images=200, pairs=45,
+                             seed=self.params.seed)
+
+    def warn_if_collapsed(self, epoch: int, varieties: list[ClassVariety]) -> None:
+        """A log warning naming the classes whose grid samples are near copies of each other."""
+        low = collapsed(varieties)
+        if low:
+            log.warning("epoch %d: %s drew near-identical images (within-class variety %s x the real images'; "
+                        "below %s x means G ignores its noise: see docs/faces.md)", epoch,
+                        ", ".join(v.label for v in low), ", ".join(f"{v.ratio:.2f}" for v in low), COLLAPSE_RATIO)
+
+    # --- the loop --------------------------------------------------------------------
+    def fit(self, progress: Progress = SILENT) -> TrainSummary:
+        p, spe = self.params, self.steps_per_epoch
+        if spe == 0:
+            raise TrainError(f"train.batch_size: {p.batch_size} is larger than the {len(self.data.images)} training images")
+        total = p.epochs * spe if p.max_steps is None else min(p.epochs * spe, p.max_steps)
+        summary = TrainSummary(out=self.out, resumed_from=self.step or None)
+        start_step, started = self.step, time.perf_counter()
+        progress.start("train", total=p.epochs * spe, description="train")
+        progress.advance("train", self.step)
+        with stop_requests() as stop:
+            while self.step < total:
+                epoch, batch = divmod(self.step, spe)
+                order = self.order(epoch)
+                for b in range(batch, spe):
+                    row = self.train_step(order[b * p.batch_size:(b + 1) * p.batch_size])
+                    self.history.append([self.step, epoch, *row])
+                    self.step += 1
+                    progress.advance("train", 1, epoch=epoch + 1, loss_d=f"{row[0]:.3f}", loss_g=f"{row[1]:.3f}")
+                    if b == spe - 1:
+                        self.variety = self.sample_grid(f"epoch-{epoch + 1:03d}")
+                        self.warn_if_collapsed(epoch + 1, self.variety)
+                        self.save()
+                    elif self.step % p.checkpoint_every == 0:
+                        self.save()
+                    if self.ctx.enabled:  # every rank must stop at the same step
+                        stop["stop"] = self.ctx.mean([float(stop["stop"])])[0] > 0
+                    if stop["stop"] or self.step >= total:
+                        break
+                if stop["stop"]:
+                    self.save()
+                    raise Interrupted(f"stopped at step {self.step}; continue with `augment train --resume`")
+        self.save()
+        summary.seconds = time.perf_counter() - started
+        summary.steps, summary.epochs = self.step, self.step // spe
+        summary.images_seen = (self.step - start_step) * p.batch_size
+        summary.finished = self.step >= p.epochs * spe
+        summary.metrics = self.final_metrics(summary)
+        return summary
+
+    def train_judge(self) -> dict[str, Any]:
+        """The label judge: the fixed small CNN trained on the same real training split."""
+        from pipeline.shared.classifier import TrainConfig, accuracy, judge_state, predict, train_classifier
+
+        p = self.params
+        cfg = TrainConfig(steps=p.judge_steps, batch_size=p.judge_batch_size, lr=4e-3, seed=p.seed + 101)
+        model = train_classifier(self.data.images, self.data.labels, self.cfg.num_classes, cfg, self.device)
+        self.judge = judge_state(model, cfg)
+        sample = slice(0, min(len(self.data.images), 5000))   # seen in training: a sanity figure, not a test
+        acc, _ = accuracy(predict(model, self.data.images[sample], device=self.device),
+                          self.data.labels[sample].cpu().numpy(), self.cfg.num_classes)
+        return {"judge_train_accuracy": round(acc, 4)}
+
+    def final_metrics(self, summary: TrainSummary) -> dict[str, Any]:
+        last = np.array(self.history[-self.steps_per_epoch:])[:, 2:] if self.history else np.zeros((1, 4))
+        means = dict(zip(HISTORY_COLUMNS[2:], last.mean(axis=0).round(5).tolist()))
+        rate = summary.images_seen / summary.seconds if summary.seconds > 0 else 0.0
+        variety = {"grid_variety": {v.label: round(v.ratio, 3) for v in self.variety}} if self.variety else {}
+        return {**means, **variety, "images_per_second": round(rate, 1), "train_seconds": round(summary.seconds, 1),
+                "device": self.device.type, "precision": self.precision, "classes": len(self.data.classes)}
+
+
+def resume_changes(state: dict[str, Any], params: TrainParams, data: TrainingData) -> list[str]:
+    """What differs between a checkpoint's run and this one, beyond RESUMABLE_CHANGES."""
+    before, now = state.get("params") or {}, to_jsonable(params)
+    changes = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now
+               if key not in RESUMABLE_CHANGES and key in before and before[key] != now[key]]
+    if state.get("data_sha256") and state["data_sha256"] != data.digest:
+        changes.append(f"the training data in {params.input} differs from the checkpoint's")
+    return changes
+
+
+def plot_losses(history: list[list[float]], path: Path) -> None:
+    """Loss curves (raw and smoothed) as a PNG next to losses.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = np.array(history)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    window = max(1, len(h) // 50)
+    kernel = np.ones(window) / window
+    for col, name in ((2, "loss_d"), (3, "loss_g")):
+        ax.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.6)
+        if len(h) >= window:
+            ax.plot(h[window - 1:, 0], np.convolve(h[:, col], kernel, mode="valid"), label=name, linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, force: bool = False) -> TrainSummary:
+    """Train (or resume); under torchrun every rank calls this and rank 0 writes the outputs.
+
+    `force` resumes even when train params or the training data differ from the checkpoint's.
+    """
+    ctx, device = from_env(resolve_device(params.device))
+    try:
+        earlier = {}
+        if ctx.is_main:
+            if resume:  # a checkpoint copied in by hand is the user's to continue
+                adopt_unmarked(params.out, "train")
+            # Refuses a folder holding anything train did not write, before any work. An earlier run's
+            # checkpoint is only ever replaced by a newer one (a full disk keeps it: docs/reliability.md).
+            earlier = claim_out(params.out, "train")
+        precision = resolve_precision(params.precision, device)
+        threads = set_threads(params.threads)
+        data = load_training_data(params.input, device)
+        trainer = Trainer(params, data, device, precision, ctx)
+        checkpoint = Path(params.out) / CHECKPOINT_NAME
+        if resume:
+            if not checkpoint.exists():
+                raise TrainError(f"train --resume: no checkpoint at {checkpoint}")
+            trainer.restore(load_checkpoint(checkpoint, map_location=device), force=force)
+        summary = trainer.fit(progress if ctx.is_main else SILENT)
+        summary.metrics.update(threads=threads, processes=ctx.world)
+        if ctx.is_main and trainer.conditional and params.judge_steps and trainer.judge is None:
+            started = time.perf_counter()
+            summary.metrics.update(trainer.train_judge(), judge_seconds=round(time.perf_counter() - started, 1))
+            trainer.save()
+        if ctx.is_main:
+            plot_losses(trainer.history, Path(params.out) / "losses.png")
+            write_json(Path(params.metrics), {"steps": summary.steps, "epochs": summary.epochs, "seed": params.seed,
+                                              "loss": params.loss, **summary.metrics})
+            if not resume:  # a fresh run: no epoch grid of a longer earlier run stays behind
+                drop_unrewritten(params.out, earlier)
+        return summary
+    finally:
+        shutdown(ctx)
