@@ -1,6 +1,6 @@
 """Across-image face dedup at scale: the hash-band index against the scan of every kept face it replaced.
 
-`pipeline.crop.faces.near_duplicates` on N source-image hashes (random 64-bit pHashes plus 2% reposts
+`pipeline.crop.dedup.near_duplicates` on N source-image hashes (random 64-bit pHashes plus 2% reposts
 within 0-4 bits of an earlier one, `dedup_hamming` 6, `same` always true so only the hash search is
 timed), against the previous implementation (a vectorised XOR + popcount over all kept faces per
 face, reproduced below) at sizes it finishes; its time at 100,000 is extrapolated from its
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from pipeline.crop.faces import near_duplicates
+from pipeline.crop.dedup import near_duplicates
 
 
 def scan_all_kept(hashes: list[int], order: list[int], max_distance: int) -> set[int]:

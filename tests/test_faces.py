@@ -14,9 +14,12 @@ import yaml
 from PIL import Image
 
 from face_art import HAIR_COLOURS, anime_face, blank, blurred_face, plain_portrait, random_shapes, sprite, two_faces
-from pipeline.crop import faces
-from pipeline.crop.cropping import CropError, CropSummary, hash_split
-from pipeline.crop.faces import FaceError, check_pillow, crop_faces, crop_square, near_duplicates, square_around
+from pipeline.crop import dedup, detector, faces
+from pipeline.crop.cropping import CropError, CropSummary, FaceError, hash_split
+from pipeline.crop.dedup import near_duplicates
+from pipeline.crop.detector import check_pillow
+from pipeline.crop.faces import crop_faces, crop_square, square_around
+from pipeline.crop.hair import nearest_colour
 from pipeline.shared.config import CropParams
 from pipeline.shared.manifest import Record, read_manifest, write_manifest
 
@@ -65,7 +68,7 @@ def test_detector_finds_the_drawn_faces_and_nothing_in_negatives() -> None:
     hits = 0
     for seed in range(6):
         img, drawn = anime_face(seed, SIZE, list(HAIR_COLOURS)[seed])
-        found = faces.detect(img)
+        found = detector.detect(img)
         assert found, f"no face found in fixture seed {seed} (Pillow/animeface mismatch?)"
         x, y, w, h = found[0].box
         dx, dy, dw, dh = drawn.box
@@ -73,7 +76,7 @@ def test_detector_finds_the_drawn_faces_and_nothing_in_negatives() -> None:
         hits += found[0].likelihood >= 0.5
     assert hits >= 5
     for negative in (blank(SIZE), blurred_face(0, SIZE), random_shapes(0, SIZE)):
-        assert faces.detect(negative) == []
+        assert detector.detect(negative) == []
 
 
 def test_pillow_12_is_refused_with_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,11 +194,11 @@ def test_labels_from_hair_colour_and_small_classes(tmp_path: Path) -> None:
 
 def test_nearest_colour_uses_the_palette() -> None:
     palette = CropParams().hair_palette
-    assert faces.nearest_colour((235, 212, 125), palette) == "blonde"
-    assert faces.nearest_colour((125, 80, 55), palette) == "brown"
-    assert faces.nearest_colour((190, 50, 45), palette) == "red"
+    assert nearest_colour((235, 212, 125), palette) == "blonde"
+    assert nearest_colour((125, 80, 55), palette) == "brown"
+    assert nearest_colour((190, 50, 45), palette) == "red"
     with pytest.raises(FaceError, match="hair_palette"):
-        faces.nearest_colour((0, 0, 0), {})
+        nearest_colour((0, 0, 0), {})
 
 
 def test_label_from_none_leaves_labels_empty(tmp_path: Path) -> None:
@@ -408,7 +411,7 @@ def test_transparent_sprites_are_composited_onto_the_background(tmp_path: Path) 
     # The RGBA crop is the crop of the same drawing made on white.
     flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     flat.alpha_composite(rgba)
-    drawn_on_white = faces.detect(flat.convert("RGB"))
+    drawn_on_white = detector.detect(flat.convert("RGB"))
     (rgba_record,) = [r for r in read_manifest(tmp_path / "crop" / "manifest.jsonl") if r.file and r.extra["input_file"] == records[0].file]
     assert list(drawn_on_white[0].box) == rgba_record.box
 
@@ -439,7 +442,7 @@ def test_two_close_but_separate_faces_in_one_image_are_both_kept(tmp_path: Path)
     summary = crop_faces(params(tmp_path, keep="all", min_face=32))
     assert summary.kept == 2 and summary.reasons["duplicate"] == 0 and summary.reasons["detected twice"] == 0
     boxes = [r.box for r in read_manifest(tmp_path / "crop" / "manifest.jsonl")]
-    assert faces.iou(boxes[0], boxes[1]) == 0
+    assert dedup.iou(boxes[0], boxes[1]) == 0
 
 
 def result_with(boxes_and_likelihoods: list[tuple[tuple[int, int, int, int], float]]) -> faces._Result:
@@ -483,7 +486,7 @@ def test_different_characters_of_one_layout_are_not_merged_but_reposts_are(tmp_p
     records = write_crawl(tmp_path / "raw", [(encode(img), None) for img in originals] + [(r, None) for r in reposts])
     found = crop_faces(params(tmp_path, dedup_hamming=-1, min_face=32))
     detected = {r.md5 for r in read_manifest(tmp_path / "crop" / "manifest.jsonl")}
-    hashes = {r.md5: int(faces.image_hash(Image.open(tmp_path / "raw" / r.file).convert("RGB"))) for r in records[:40]}
+    hashes = {r.md5: int(dedup.image_hash(Image.open(tmp_path / "raw" / r.file).convert("RGB"))) for r in records[:40]}
     close = sum(bin(hashes[a.md5] ^ hashes[b.md5]).count("1") <= 6 for i, a in enumerate(records[:40]) for b in records[i + 1:40])
     assert close >= 10, "the fixture should fool a whole-image hash"
 
@@ -502,16 +505,16 @@ def test_different_characters_of_one_layout_are_not_merged_but_reposts_are(tmp_p
 def test_region_difference_aligns_a_resized_copy() -> None:
     img = plain_portrait(3)
     copy = img.resize((333, 333), Image.Resampling.BICUBIC)
-    a, b = faces.detect(img)[0], faces.detect(copy)[0]
+    a, b = detector.detect(img)[0], detector.detect(copy)[0]
     ca, sa = faces.crop_face(np.asarray(img), a.box, 0.3, "edge", 64)
     cb, sb = faces.crop_face(np.asarray(copy), b.box, 0.3, "edge", 64)
-    ra = faces.relative_square({"crop_box": sa}, 256, 256)
-    rb = faces.relative_square({"crop_box": sb}, 333, 333)
-    assert faces.region_difference(ca, ra, cb, rb) < 8
+    ra = dedup.relative_square({"crop_box": sa}, 256, 256)
+    rb = dedup.relative_square({"crop_box": sb}, 333, 333)
+    assert dedup.region_difference(ca, ra, cb, rb) < 8
     other = plain_portrait(11)                     # same hair colour (11 % 8 == 3), another character
-    c = faces.detect(other)[0]
+    c = detector.detect(other)[0]
     cc, sc = faces.crop_face(np.asarray(other), c.box, 0.3, "edge", 64)
-    assert faces.region_difference(ca, ra, cc, faces.relative_square({"crop_box": sc}, 256, 256)) > 24
+    assert dedup.region_difference(ca, ra, cc, dedup.relative_square({"crop_box": sc}, 256, 256)) > 24
 
 
 # ---- the test split (issue 10) -------------------------------------------------------------------
@@ -583,6 +586,6 @@ def test_every_crop_key_has_a_cli_flag() -> None:
 def test_faces_without_the_extra_is_a_one_line_error_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      module: str) -> None:
     monkeypatch.setitem(sys.modules, module, None)   # what an environment without the extra sees
-    with pytest.raises(faces.FaceError, match=rf"needs {module}, .*pip install 'augment\[faces\]'"):
+    with pytest.raises(FaceError, match=rf"needs {module}, .*pip install 'augment\[faces\]'"):
         faces.crop_faces(CropParams(mode="faces", input=tmp_path / "nothing", out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""What both crop modes share: the summary and error, flattening transparency, and the one output layout.
+"""What both crop modes share: the summary and errors, flattening transparency, and the one output layout.
 
 `resize` (pipeline.crop.crop) and `faces` (pipeline.crop.faces) both end in `write_crop_outputs`, so train
 sees one layout: `shard-*.npy` (N x H x W x C uint8), `manifest.jsonl`, `meta.json`, `preview.png`.
@@ -28,6 +28,10 @@ STAGED = ".staged-"  # new shards' names until the previous output is swapped ou
 
 class CropError(PipelineError):
     """The crop input cannot be used at all."""
+
+
+class FaceError(CropError):
+    """Face cropping cannot run at all (detector missing or broken by the installed Pillow)."""
 
 
 @dataclass

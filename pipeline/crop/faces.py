@@ -16,17 +16,19 @@ runs. Cache files are JSON and `.npz` loaded with allow_pickle=False, written at
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
 from pipeline.crop.cropping import CropError, CropSummary, flatten, write_crop_outputs
+from pipeline.crop.dedup import image_hash, iou, near_duplicates, overlap, region_difference, relative_square
+from pipeline.crop.detector import DETECTOR_VERSION, Detection, detect, require_face_extras
+from pipeline.crop.hair import nearest_colour
 from pipeline.shared.config import CropParams
 from pipeline.shared.io import atomic_path, file_digest
 from pipeline.shared.labels import label_from_tags
@@ -34,20 +36,13 @@ from pipeline.shared.manifest import MANIFEST_NAME, Record, read_manifest
 from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.workers import process_pool, usable_cores
 
-if TYPE_CHECKING:
-    from PIL import Image
-
 log = logging.getLogger(__name__)
 
-# Bump when detection or hair measurement changes, so old cache entries are not reused.
-DETECTOR_VERSION = "animeface-2.0.3/hair-v1"
 # Bump when cropping, resizing or the cache layout changes.
 CROP_VERSION = 2
 # Mean chroma (max-min of RGB, 0..1) below which a crop counts as monochrome: greyscale art is
 # ~0, pencil sketches on tinted paper stay under ~0.03, flat-coloured anime skin alone is ~0.1.
 MONO_CHROMA = 0.04
-# Side of the aligned face regions compared across images (see `region_difference`).
-REGION_SIDE = 24
 # Across images, two faces are at the same place of the picture when the smaller crop square
 # (in fractions of the image) lies at least this much inside the larger one. Not IoU: in a
 # resized copy AnimeFace may box the same face at another scale (67 vs 127 px measured).
@@ -55,117 +50,6 @@ REPOST_OVERLAP = 0.5
 # Starting a spawn worker costs ~0.5-1 s (numpy, Pillow, scipy for imagehash), about what
 # detecting 4 images costs; below this many uncached images per worker one process is faster.
 MIN_IMAGES_PER_WORKER = 4
-RGB = tuple[int, int, int]
-
-
-class FaceError(CropError):
-    """Face cropping cannot run at all (detector missing or broken by the installed Pillow)."""
-
-
-def check_pillow(version: Optional[str] = None) -> None:
-    """Fail loudly on Pillow >= 12, with which animeface 2.0.3 silently finds no faces at all.
-
-    The wheel's C extension reads Pillow's internal image struct in the pre-12 layout, so with
-    a newer Pillow every image just yields []. pyproject pins pillow<12; this catches an upgrade.
-    """
-    if version is None:
-        import PIL
-
-        version = PIL.__version__
-    try:
-        major = int(version.split(".")[0])
-    except ValueError:
-        raise FaceError(f"cannot read the Pillow version {version!r}; animeface 2.0.3 needs Pillow < 12") from None
-    if major >= 12:
-        raise FaceError(f"Pillow {version} is installed, but animeface 2.0.3 silently finds no faces with "
-                        f"Pillow >= 12; install 'pillow>=10,<12'")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected face in source-image pixels, with the hair colour measured above it."""
-
-    box: tuple[int, int, int, int]   # x, y, w, h (AnimeFace's box: brows/eyes down to the chin)
-    likelihood: float
-    hair: RGB
-
-    def to_json(self) -> dict[str, Any]:
-        return {"box": list(self.box), "likelihood": self.likelihood, "hair": list(self.hair)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Detection":
-        return cls(tuple(data["box"]), float(data["likelihood"]), tuple(data["hair"]))  # type: ignore[arg-type]
-
-
-def detect(img: "Image.Image") -> list[Detection]:
-    """All faces AnimeFace finds in an RGB (or L) image, most likely first."""
-    check_pillow()
-    try:
-        import animeface
-    except ImportError:
-        raise FaceError("animeface is not installed; install 'animeface==2.0.3'") from None
-    rgb = np.asarray(img.convert("RGB"))
-    found = []
-    for face in animeface.detect(img):
-        p = face.face.pos
-        box = (int(p.x), int(p.y), int(p.width), int(p.height))
-        # AnimeFace's own hair colour is one random pixel in the face region (often the outline),
-        # so measure it from the pixels instead.
-        found.append(Detection(box, round(float(face.likelihood), 6), measure_hair(rgb, box)))
-    return sorted(found, key=lambda d: -d.likelihood)
-
-
-def measure_hair(rgb: np.ndarray, box: Sequence[int]) -> RGB:
-    """The dominant non-skin colour of the band just above the face box: the bangs, in anime art.
-
-    AnimeFace's box starts around the eyebrows, so the band above it is fringe hair with skin
-    showing between the strands. Skin is the dominant colour of the cheeks (lower box) and is
-    left out; the mode of coarsely quantised colours then ignores thin outlines and strand lines,
-    and the mean of the pixels in the winning bin gives the colour back at full precision.
-    """
-    x, y, w, h = box
-    height, width = rgb.shape[:2]
-    x0, x1 = max(0, x + w // 5), min(width, x + w - w // 5)
-    band = rgb[max(0, y - h // 2):max(0, min(height, y + h // 20)), x0:x1].reshape(-1, 3)
-    if len(band) < 16:           # face at the top edge: use the top of the box instead
-        band = rgb[max(0, y):min(height, y + h // 5), x0:x1].reshape(-1, 3)
-    if len(band) == 0:
-        return (0, 0, 0)
-    cheeks = np.concatenate([rgb[y + h * 11 // 20:y + h * 7 // 10, x + w // 10:x + w * 3 // 10].reshape(-1, 3),
-                             rgb[y + h * 11 // 20:y + h * 7 // 10, x + w * 7 // 10:x + w * 9 // 10].reshape(-1, 3)])
-    if len(cheeks):
-        skin = np.asarray(_dominant(cheeks), dtype=np.int16)
-        not_skin = np.abs(band.astype(np.int16) - skin).max(axis=1) > 24
-        if not_skin.mean() > 0.1:    # bald or hat: nothing but skin above the face, keep it all
-            band = band[not_skin]
-    return _dominant(band)
-
-
-def _dominant(pixels: np.ndarray) -> RGB:
-    """Mean of the most populated 32-level RGB bin."""
-    bins = (pixels // 32).astype(np.int32)
-    codes = bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]
-    mode = np.bincount(codes).argmax()
-    mean = pixels[codes == mode].mean(axis=0)
-    return tuple(int(round(c)) for c in mean)  # type: ignore[return-value]
-
-
-def nearest_colour(rgb: Sequence[int], palette: dict[str, list[int]]) -> str:
-    """Name of the palette colour closest to `rgb` by the 'redmean' weighted RGB distance.
-
-    Redmean approximates perceived difference far better than plain RGB distance (it separates
-    brown from red and blonde from white) at no cost; see Riemersma, "Colour metric".
-    """
-    if not palette:
-        raise FaceError("crop.hair_palette: is empty; name at least one colour")
-    r1, g1, b1 = (float(c) for c in rgb)
-
-    def dist(colour: list[int]) -> float:
-        r2, g2, b2 = (float(c) for c in colour)
-        rmean = (r1 + r2) / 2
-        return (2 + rmean / 256) * (r1 - r2) ** 2 + 4 * (g1 - g2) ** 2 + (2 + (255 - rmean) / 256) * (b1 - b2) ** 2
-
-    return min(palette, key=lambda name: dist(palette[name]))
 
 
 def square_around(box: Sequence[int], margin: float) -> tuple[int, int, int]:
@@ -214,140 +98,6 @@ def chroma(crop: np.ndarray) -> float:
     """Mean colourfulness: 0 for greyscale, ~0.1+ for coloured anime art."""
     c = crop.astype(np.int16)
     return float((c.max(axis=-1) - c.min(axis=-1)).mean() / 255)
-
-
-def image_hash(img: "Image.Image") -> int:
-    """64-bit DCT perceptual hash (imagehash.phash) of a whole source image.
-
-    Reposts of the same art (resized, recompressed) hash within ~2 bits of each other, but so do
-    different drawings of a similar layout (the hash sees only the coarse grey-level structure),
-    so a close hash is only the first test of `near_duplicates`.
-    """
-    import imagehash
-
-    return int(str(imagehash.phash(img)), 16)
-
-
-def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    inter = _intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def overlap(a: Sequence[float], b: Sequence[float]) -> float:
-    """The share of the smaller of two (x, y, w, h) boxes that lies inside the other."""
-    smaller = min(a[2] * a[3], b[2] * b[3])
-    return _intersection(a, b) / smaller if smaller > 0 else 0.0
-
-
-def relative_square(face: dict[str, Any], width: int, height: int) -> tuple[float, float, float, float]:
-    """A face's crop square as fractions of its source image: the same for a resized repost."""
-    x0, y0, side, _ = face["crop_box"]
-    return (x0 / width, y0 / height, side / width, side / height)
-
-
-def region_difference(crop_a: np.ndarray, rect_a: Sequence[float], crop_b: np.ndarray, rect_b: Sequence[float]) -> float:
-    """How different two face crops are over the part of the picture both show: the 95th
-    percentile over pixels of the largest RGB channel difference (0-255).
-
-    `rect_*` are the crops' squares in fractions of their source images. A repost is the same
-    picture resized, so the same fractions hold the same pixels: both crops are resampled at the
-    intersection of their squares and compared pixel by pixel, in colour. This aligns the two
-    exactly although AnimeFace's box in a resized copy is up to ~20% larger or smaller and
-    shifted (so the crops themselves differ). A high percentile rather than the mean, because
-    two characters drawn alike differ in a small area (the eyes, strand tips) that a mean over
-    the shared hair, skin and background dilutes: on drawn faces, reposts (1.3x JPEG q85, 0.8x
-    q70) measured 4-11 and distinct characters of the same hair colour 34-101 (mean: 1-2.5 vs 6-19).
-    """
-    from PIL import Image
-
-    x0, y0 = max(rect_a[0], rect_b[0]), max(rect_a[1], rect_b[1])
-    x1 = min(rect_a[0] + rect_a[2], rect_b[0] + rect_b[2])
-    y1 = min(rect_a[1] + rect_a[3], rect_b[1] + rect_b[3])
-    if x1 <= x0 or y1 <= y0:
-        return 255.0
-    regions = []
-    for crop, rect in ((crop_a, rect_a), (crop_b, rect_b)):
-        n = crop.shape[0]
-        box = ((x0 - rect[0]) / rect[2] * n, (y0 - rect[1]) / rect[3] * n,
-               (x1 - rect[0]) / rect[2] * n, (y1 - rect[1]) / rect[3] * n)
-        img = Image.fromarray(crop).resize((REGION_SIDE, REGION_SIDE), Image.Resampling.BILINEAR, box=box)
-        regions.append(np.asarray(img, dtype=np.float32))
-    return float(np.percentile(np.abs(regions[0] - regions[1]).max(axis=2), 95))
-
-
-class HammingIndex:
-    """Kept 64-bit hashes, found again from any hash within `max_distance` bits without a scan of them all.
-
-    Multi-index hashing (Norouzi et al. 2012): the 64 bits are cut into m = max_distance // 2 + 1
-    bands. Two hashes at most max_distance bits apart differ in at most max_distance // m bits on
-    some band (pigeonhole), so a lookup visits, in each band, the buckets of the query's band value
-    with up to that many bits flipped, then keeps the hashes truly within max_distance. For the
-    default 6 bits: 4 bands of 16 bits, 17 buckets each, holding about N / 65,536 hashes apiece.
-    """
-
-    def __init__(self, max_distance: int) -> None:
-        self.max_distance = max_distance
-        m = min(max(max_distance, 0) // 2 + 1, 64)
-        edges = np.linspace(0, 64, m + 1).astype(int)
-        self.bands = [(int(lo), (1 << int(hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
-        radius = max(max_distance, 0) // m
-        self.flips = [[sum(1 << b for b in bits) for r in range(radius + 1)
-                       for bits in itertools.combinations(range(int(hi - lo)), r)]
-                      for lo, hi in zip(edges[:-1], edges[1:])]
-        self.buckets: list[dict[int, list[int]]] = [{} for _ in self.bands]
-        self.hashes: list[int] = []          # kept hashes, in the order they were added
-        self.ids: list[int] = []             # the caller's id of each
-
-    def _keys(self, value: int) -> list[int]:
-        return [(value >> shift) & mask for shift, mask in self.bands]
-
-    def add(self, value: int, ident: int) -> None:
-        position = len(self.ids)
-        self.hashes.append(value)
-        self.ids.append(ident)
-        for bucket, key in zip(self.buckets, self._keys(value)):
-            bucket.setdefault(key, []).append(position)
-
-    def near(self, value: int) -> list[int]:
-        """Ids of the kept hashes within max_distance bits of `value`, in the order they were added."""
-        if self.max_distance >= 64:          # every hash is within 64 bits
-            return list(self.ids)
-        found: set[int] = set()
-        for bucket, key, flips in zip(self.buckets, self._keys(value), self.flips):
-            for flip in flips:
-                found.update(bucket.get(key ^ flip, ()))
-        close = sorted(p for p in found if (self.hashes[p] ^ value).bit_count() <= self.max_distance)
-        return [self.ids[p] for p in close]
-
-
-def near_duplicates(hashes: Sequence[int], order: Sequence[int], max_distance: int,
-                    same: Callable[[int, int], bool] = lambda i, j: True) -> set[int]:
-    """Faces that repeat an earlier kept one, visiting in `order`.
-
-    A repeat has a source-image hash within `max_distance` bits of a kept face's and passes
-    `same(kept, candidate)` (crop_faces: same place in the picture, same-looking face region).
-    A HammingIndex finds the kept faces with a close hash without comparing against all of them
-    (bench/bench_dedup_scale.py has the times at 100,000 faces); `same` runs only on those, in the order they were kept. `max_distance` < 0
-    turns this off.
-    """
-    if max_distance < 0 or not hashes:
-        return set()
-    index = HammingIndex(max_distance)
-    dropped: set[int] = set()
-    for i in order:
-        if any(same(j, i) for j in index.near(int(hashes[i]))):
-            dropped.add(i)
-            continue
-        index.add(int(hashes[i]), i)
-    return dropped
 
 
 # ---- per-image work (runs in worker processes) -------------------------------------------
@@ -622,17 +372,6 @@ def remove_reposts(candidates: list[_Candidate], params: CropParams) -> set[int]
                 and region_difference(a.crop, a.rect, b.crop, b.rect) <= params.dedup_max_diff)
 
     return near_duplicates([c.image_hash for c in candidates], order, params.dedup_hamming, same)
-
-
-def require_face_extras() -> None:
-    """Stop before any work when the `faces` extra is missing or broken, saying what to install."""
-    try:
-        import animeface  # noqa: F401
-        import imagehash  # noqa: F401
-    except ImportError as err:
-        raise FaceError(f"crop.mode: 'faces' needs {err.name}, which is not installed; "
-                        "install the faces extra: pip install 'augment[faces]'") from None
-    check_pillow()
 
 
 def crop_faces(params: CropParams, progress: Progress = SILENT) -> CropSummary:
