@@ -22,7 +22,7 @@ import torch
 
 from pipeline.evaluate.comparison import compare_rules, make_sampler, ranking_metrics
 from pipeline.evaluate.yardstick import Judge, LabelledSet
-from pipeline.generate.ranking import held_out_positions
+from pipeline.generate.calibration import held_out_positions
 from pipeline.shared.config import EvaluateParams, GenerateParams
 from pipeline.shared.data import load_split
 from pipeline.shared.progress import SILENT

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.evaluate.fidelity import frechet_distance, precision_recall
-from pipeline.generate import ranking
+from pipeline.generate import calibration, ranking
 from pipeline.generate import sampling
 
 
@@ -83,14 +83,14 @@ def test_precision_recall_on_constructed_sets() -> None:
 def test_logistic_calibration_recovers_the_log_odds() -> None:
     rng = np.random.default_rng(0)
     real, fake = rng.normal(1, 1, 20_000), rng.normal(-1, 1, 20_000)  # true log-odds: 2 s
-    a, b = ranking.fit_logistic(real, fake)
+    a, b = calibration.fit_logistic(real, fake)
     assert a == pytest.approx(2.0, abs=0.08) and b == pytest.approx(0.0, abs=0.05)
 
 
 def test_isotonic_calibration_is_monotone_and_bounded() -> None:
     rng = np.random.default_rng(0)
     real, fake = rng.normal(1, 1, 500), rng.normal(-1, 1, 500)
-    cal = ranking.fit_calibration("isotonic", real, fake)
+    cal = calibration.fit_calibration("isotonic", real, fake)
     x = np.linspace(-5, 5, 200)
     logits = cal.logit(x)
     assert np.all(np.diff(logits) >= 0) and np.all(np.isfinite(logits))
@@ -118,7 +118,7 @@ def _stream(selector: ranking.Selector, scores: np.ndarray, k: int, batch: int) 
 def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
     rng = np.random.default_rng(0)
     scores = rng.normal(size=600)
-    cal = ranking.fit_calibration("logistic", rng.normal(1, 1, 500), rng.normal(0, 1, 500), drs_percentile=80)
+    cal = calibration.fit_calibration("logistic", rng.normal(1, 1, 500), rng.normal(0, 1, 500), drs_percentile=80)
     a = _stream(ranking.DRSSelector(60, 3, True, cal, 0), scores, 3, 7)
     b = _stream(ranking.DRSSelector(60, 3, True, cal, 0), scores, 3, 64)
     assert a == b and len(a) == 60 and [sum(e[0] == c for e in a) for c in range(3)] == [20, 20, 20]
@@ -130,10 +130,10 @@ def test_drs_fills_quotas_in_seed_order_independent_of_batching() -> None:
 
 
 def test_drs_accepting_everything_keeps_the_first_candidates_and_tops_up_a_short_pool() -> None:
-    cal = ranking.Calibration("logistic", max_fake=10.0, gamma=-1e6)  # accept probability 1
+    cal = calibration.Calibration("logistic", max_fake=10.0, gamma=-1e6)  # accept probability 1
     entries = _stream(ranking.DRSSelector(6, 2, True, cal, 0), np.zeros(40), 2, 5)
     assert sorted(e[1] for e in entries) == list(range(6))
-    reject_all = ranking.Calibration("logistic", max_fake=10.0, gamma=1e6)
+    reject_all = calibration.Calibration("logistic", max_fake=10.0, gamma=1e6)
     scores = np.arange(40, dtype=float)
     entries = _stream(ranking.DRSSelector(6, 2, True, reject_all, 0), scores, 2, 5)
     assert sorted(e[1] for e in entries) == [34, 35, 36, 37, 38, 39]  # the best rejects of each class
@@ -142,18 +142,18 @@ def test_drs_accepting_everything_keeps_the_first_candidates_and_tops_up_a_short
 def test_drs_acceptance_follows_azadi_et_al_with_a_fixed_gamma() -> None:
     """F(x) = D~(x) - D*_M - log(1 - exp(D~(x) - D*_M - eps)) - gamma, accepted with probability sigmoid(F)."""
     rng = np.random.default_rng(0)
-    cal = ranking.fit_calibration("logistic", rng.normal(1, 1, 400), rng.normal(-1, 1, 400), drs_gamma=0.3,
+    cal = calibration.fit_calibration("logistic", rng.normal(1, 1, 400), rng.normal(-1, 1, 400), drs_gamma=0.3,
                                   drs_percentile=None)
     raw = np.linspace(-3, 3, 25)
     d = cal.a * raw + cal.b
     dm = np.minimum(d - cal.max_fake, 0.0)
-    f = d - cal.max_fake - np.log1p(-np.exp(dm - ranking.DRS_EPS)) - 0.3
+    f = d - cal.max_fake - np.log1p(-np.exp(dm - calibration.DRS_EPS)) - 0.3
     assert cal.gamma == 0.3
     np.testing.assert_allclose(cal.drs_accept_prob(raw), 1 / (1 + np.exp(-f)), rtol=1e-9, atol=1e-12)
 
 
 def test_drs_memory_holds_no_label_per_rejected_candidate() -> None:
-    reject_all = ranking.Calibration("logistic", max_fake=10.0, gamma=1e6)
+    reject_all = calibration.Calibration("logistic", max_fake=10.0, gamma=1e6)
     sel = ranking.DRSSelector(6, 3, True, reject_all, first_seed=100)
     seeds = np.arange(100, 100 + 30_000, dtype=np.int64)
     for start in range(0, len(seeds), 1000):
@@ -205,14 +205,14 @@ def test_mh_chains() -> None:
     rng = np.random.default_rng(0)
     scores = rng.normal(size=60)
     # A real start no proposal can beat: every chain keeps its best proposal.
-    stuck = ranking.MHSelector(6, 2, True, 5, ranking.Calibration("logistic"), [np.array([1e9]), np.array([1e9])])
+    stuck = ranking.MHSelector(6, 2, True, 5, calibration.Calibration("logistic"), [np.array([1e9]), np.array([1e9])])
     entries = _stream(stuck, scores, 2, 8)
     assert stuck.stuck == 6 and len(entries) == 6
     for label, seed, score, rank in entries:
         chain = [s for s in range(60) if s % 2 == label][(rank - 1) * 5:rank * 5]
         assert seed == max(chain, key=lambda s: scores[s])
     # A start far below every proposal, and a flat D: every proposal is accepted, the last one kept.
-    flat = ranking.MHSelector(6, 2, True, 5, ranking.Calibration("logistic", a=0.0), [np.array([-1e9])] * 2)
+    flat = ranking.MHSelector(6, 2, True, 5, calibration.Calibration("logistic", a=0.0), [np.array([-1e9])] * 2)
     entries = _stream(flat, scores, 2, 8)
     assert sorted(e[1] for e in entries) == [8, 9, 18, 19, 28, 29] and flat.accepts == 30
 

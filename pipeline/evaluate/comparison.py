@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, mean_std
-from pipeline.generate.ranking import CalibrationData, calibration_data, prepare_rule, selector_stats
+from pipeline.generate.calibration import CalibrationData, calibration_data
+from pipeline.generate.ranking import prepare_rule, selector_stats
 from pipeline.generate.sampling import Entry, Sampler, candidate_batches
 from pipeline.shared.config import EvaluateParams, GenerateParams
 from pipeline.shared.data import to_uint8

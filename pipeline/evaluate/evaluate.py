@@ -42,7 +42,7 @@ import torch
 from pipeline.evaluate.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.evaluate.reliability import reliability_report
 from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, augmented_mix, mean_std, random_subset, stratified_subset
-from pipeline.generate.ranking import held_out_positions
+from pipeline.generate.calibration import held_out_positions
 from pipeline.shared.checkpoint import load_checkpoint
 from pipeline.shared.config import EvaluateParams, GenerateParams, to_jsonable
 from pipeline.shared.data import load_split
