@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pipeline.crawl.http import HttpError
+from pipeline.crawl.responses import HttpError
 from pipeline.crawl.sources.base import CrawlError
 from pipeline.crawl.sources.moebooru import client_for, crawl_moebooru
 from pipeline.shared.config import CrawlParams
@@ -247,7 +247,7 @@ def test_a_redirect_to_another_host_is_not_followed(tmp_path: Path, loopback_onl
 
 
 def test_allowed_image_hosts_are_still_checked_for_private_addresses() -> None:
-    from pipeline.crawl.http import HostPolicy
+    from pipeline.crawl.hosts import HostPolicy
 
     addresses = {"konachan.net": ["104.21.8.8"], "files.yande.re": ["104.21.9.9"], "cdn.example.org": ["10.0.0.5"],
                  "rebind.example.org": ["104.21.1.1", "127.0.0.1"]}

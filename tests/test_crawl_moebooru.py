@@ -17,9 +17,11 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.crawl.crawl import run
-from pipeline.crawl.http import HttpClient, HttpError, parse_retry_after
+from pipeline.crawl.http import HttpClient, parse_retry_after
+from pipeline.crawl.responses import HttpError
 from pipeline.crawl.sources.base import CrawlError
-from pipeline.crawl.sources.moebooru import client_for, crawl_moebooru, resolve
+from pipeline.crawl.sources.moebooru import client_for, crawl_moebooru
+from pipeline.crawl.sources.moebooru_listings import resolve
 from pipeline.shared.config import CrawlParams
 from pipeline.shared.manifest import read_manifest
 from stages.cli import app

@@ -22,7 +22,7 @@ A hostile or broken server cannot exhaust memory or hold a worker forever:
   at its `max_bytes`; a gzip bomb or an endless chunked answer ends in "too large";
 - every call has a total deadline (`deadline` seconds, all attempts included), checked
   between reads, so a server trickling one byte at a time ends in "deadline";
-- a `HostPolicy` decides which hosts may be contacted at all, checked before every request
+- a `HostPolicy` (crawl/hosts.py) decides which hosts may be contacted at all, checked before every request
   and after every redirect (redirects are followed here, one hop at a time).
 
 The clock, the sleep function and the jitter source are injectable so tests run fast.
@@ -32,24 +32,24 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
-import ipaddress
 import logging
 import os
 import random
-import socket
 import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+
+from pipeline.crawl.hosts import HostPolicy
+from pipeline.crawl.responses import Download, HttpError, Page
 
 log = logging.getLogger(__name__)
 
@@ -62,130 +62,12 @@ MAX_REDIRECTS = 5
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 
-class HttpError(RuntimeError):
-    """A request that failed for good; `reason` is a short code fit for counting."""
-
-    def __init__(self, url: str, reason: str, status: Optional[int] = None, detail: str = "") -> None:
-        self.url, self.reason, self.status, self.detail = url, reason, status, detail
-        super().__init__(f"{url}: {reason}" + (f" ({detail})" if detail else ""))
-
-
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth another try."""
 
     def __init__(self, reason: str, detail: str = "", wait: Optional[float] = None, status: Optional[int] = None) -> None:
         super().__init__(reason)
         self.reason, self.detail, self.wait, self.status = reason, detail, wait, status
-
-
-@dataclass(frozen=True)
-class Download:
-    """A complete body on disk (`path` is a `.part` file the caller must rename or delete)."""
-
-    url: str
-    path: Path
-    size: int
-    md5: str
-    content_type: str
-
-
-@dataclass(frozen=True)
-class Page:
-    """A whole (capped) body read into memory: a list page or robots.txt."""
-
-    url: str
-    status: int
-    content: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    truncated: bool = False   # cut at the cap (only when the caller allowed that)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode(_charset(self.headers.get("Content-Type", "")) or "utf-8", errors="replace")
-
-
-def _charset(content_type: str) -> Optional[str]:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset" and value:
-            with contextlib.suppress(LookupError):
-                import codecs
-
-                return codecs.lookup(value.strip('"')).name
-    return None
-
-
-class HostPolicy:
-    """Which hosts the crawler may contact: the board's own and the ones the user lists.
-
-    - the URL must be http(s) and its host the base URL's host, or in `allow_hosts` (exact
-      names; an entry starting with a dot also allows every subdomain);
-    - unless the base URL's own host is a private, loopback or link-local address (a test
-      server, an intranet board), every address the host resolves to must be a global one:
-      a listed name that points at 127.0.0.1, 10.x or 169.254.169.254 is refused too.
-
-    The server chooses the image URLs and redirects, so `HttpClient` asks this before every
-    request and every redirect hop. (A name that resolves differently between this check and
-    the connection, DNS rebinding, is not covered.)
-    """
-
-    def __init__(self, base_url: str, allow_hosts: Iterable[str] = (),
-                 resolve: Optional[Callable[[str], list[str]]] = None) -> None:
-        self.base_host = (urlsplit(base_url).hostname or "").lower()
-        self.hosts = {self.base_host} | {h.strip().lower() for h in allow_hosts if h.strip()}
-        self.resolve = resolve or _resolve
-        self._private_ok: Optional[bool] = None
-        self._checked: dict[str, Optional[str]] = {}
-        self._lock = threading.Lock()
-
-    def listed(self, host: str) -> bool:
-        return host in self.hosts or any(h.startswith(".") and (host.endswith(h) or host == h[1:]) for h in self.hosts)
-
-    def check(self, url: str) -> None:
-        """Raise HttpError ("host not allowed" or "private address") unless `url` may be fetched."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
-            raise HttpError(url, "host not allowed", detail="not an http(s) URL")
-        if not self.listed(host):
-            raise HttpError(url, "host not allowed",
-                            detail=f"{host} is neither the board's host {self.base_host} nor in crawl.allow_hosts")
-        problem = self._address_problem(host)
-        if problem:
-            raise HttpError(url, "private address", detail=problem)
-
-    def _address_problem(self, host: str) -> Optional[str]:
-        with self._lock:
-            if self._private_ok is None:
-                self._private_ok = any(not _is_global(a) for a in self._addresses(self.base_host))
-            if self._private_ok:
-                return None
-            if host not in self._checked:
-                bad = [a for a in self._addresses(host) if not _is_global(a)]
-                self._checked[host] = (f"{host} is {bad[0]}, not a public address (allowed only when the base URL is one)"
-                                       if bad else None)
-            return self._checked[host]
-
-    def _addresses(self, host: str) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
-        try:
-            return self.resolve(host)
-        except OSError:
-            return []  # cannot be resolved: the request itself will fail with "host name not found"
-
-
-def _resolve(host: str) -> list[str]:
-    return sorted({info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
-
-
-def _is_global(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def parse_retry_after(value: Optional[str], now: Callable[[], float] = time.time) -> Optional[float]:

@@ -1,1 +1,1 @@
-"""Crawl sources. Each exposes one function `(CrawlParams, Progress) -> CrawlSummary`."""
+"""Crawl sources. Each source module exposes one function `(CrawlParams, Progress) -> CrawlSummary`."""
