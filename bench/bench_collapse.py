@@ -32,8 +32,9 @@ from pipeline.shared.data import to_uint8  # noqa: E402
 from pipeline.shared.device import set_threads  # noqa: E402
 from pipeline.shared.io import image_grid, save_png  # noqa: E402
 from pipeline.shared.variety import class_variety  # noqa: E402
+from pipeline.train.dataset import load_training_data  # noqa: E402
 from pipeline.train.models import standing_stats  # noqa: E402
-from pipeline.train.train import Trainer, load_training_data  # noqa: E402
+from pipeline.train.train import Trainer  # noqa: E402
 
 PER_CLASS = 48
 

@@ -27,9 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.shared.config import TrainParams  # noqa: E402
+from pipeline.train.dataset import TrainingData  # noqa: E402
 from pipeline.train.losses import d_loss, g_loss  # noqa: E402
 from pipeline.train.models import ModelConfig, build  # noqa: E402
-from pipeline.train.train import Trainer, TrainingData, model_config  # noqa: E402
+from pipeline.train.train import Trainer, model_config  # noqa: E402
 
 
 def fashion_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:

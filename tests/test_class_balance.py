@@ -12,8 +12,8 @@ from pipeline.generate import generate
 from pipeline.generate.sampling import class_quotas
 from pipeline.shared.config import GenerateParams, TrainParams
 from pipeline.shared.manifest import read_manifest
-from pipeline.train import train
-from pipeline.train.train import label_weights
+from pipeline.train import dataset, train
+from pipeline.train.dataset import label_weights
 
 COUNTS = {"c0": 48, "c1": 18, "c2": 6}          # 8 : 3 : 1
 
@@ -53,7 +53,7 @@ def test_training_draws_generated_labels_by_class_frequency_or_evenly(skewed: tu
     crop, _ = skewed
     params = TrainParams(input=crop, batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4,
                          label_sampling=sampling)
-    data = train.load_training_data(crop, torch.device("cpu"))
+    data = dataset.load_training_data(crop, torch.device("cpu"))
     assert data.meta["class_counts"] == list(COUNTS.values())
     trainer = train.Trainer(params, data, torch.device("cpu"), "fp32")
     _, y = trainer._noise(6000)

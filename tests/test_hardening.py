@@ -14,7 +14,7 @@ from pipeline.export import export
 from pipeline.generate import generate
 from pipeline.shared.config import CropParams, ExportParams, GenerateParams, ParamsError, TrainParams, parse_section
 from pipeline.shared.manifest import ManifestError, read_manifest
-from pipeline.train import train
+from pipeline.train import dataset, train
 from stages.cli import app
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
@@ -114,7 +114,7 @@ def test_resume_refuses_changed_settings_and_data(tmp_path: Path, crop_dir: Path
     train.run(p())
     for change, words in (({"batch_size": 32}, "batch_size: 16 -> 32"), ({"loss": "hinge"}, "loss: 'bce' -> 'hinge'"),
                           ({"lr_d": 1e-3}, "lr_d: 0.0002 -> 0.001")):
-        with pytest.raises(train.TrainError) as err:
+        with pytest.raises(dataset.TrainError) as err:
             train.run(p(max_steps=3, **change), resume=True)
         assert words in str(err.value) and "\n" not in str(err.value)
     # Other training data (one image fewer) is refused as well.
@@ -126,7 +126,7 @@ def test_resume_refuses_changed_settings_and_data(tmp_path: Path, crop_dir: Path
     from pipeline.shared.manifest import write_manifest
 
     write_manifest(other / "manifest.jsonl", [r for r in records if r.split == "train"][1:])
-    with pytest.raises(train.TrainError, match="training data"):
+    with pytest.raises(dataset.TrainError, match="training data"):
         train.run(p(max_steps=3, input=other), resume=True)
     # Settings that do not change the run (length, checkpointing, threads) are fine, and a flag overrides the check.
     assert train.run(p(max_steps=3, checkpoint_every=7), resume=True).steps == 3

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.shared.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.shared.config import TrainParams
-from pipeline.train import train
+from pipeline.train import dataset, train
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
             judge_steps=10)
@@ -22,11 +22,11 @@ def metrics_ok(path: Path) -> bool:
 
 def test_class_grouped_epoch_order_is_a_shuffle_of_one_class_runs() -> None:
     labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 9)
-    order = train.epoch_order(len(labels), 3, 1, labels, 4)
+    order = dataset.epoch_order(len(labels), 3, 1, labels, 4)
     runs = labels[order].view(-1, 4)
     assert (runs == runs[:, :1]).all() and len(set(order.tolist())) == len(order) == 8 + 4 + 8
-    assert torch.equal(order, train.epoch_order(len(labels), 3, 1, labels, 4))
-    assert not torch.equal(order, train.epoch_order(len(labels), 3, 2, labels, 4))
+    assert torch.equal(order, dataset.epoch_order(len(labels), 3, 1, labels, 4))
+    assert not torch.equal(order, dataset.epoch_order(len(labels), 3, 2, labels, 4))
 
 
 def params(tmp: Path, crop_dir: Path, name: str, **kw: object) -> TrainParams:
@@ -77,7 +77,7 @@ def test_resume_reaches_the_uninterrupted_state(tmp_path: Path, crop_dir: Path) 
 
 
 def test_resume_without_checkpoint_and_bad_checkpoint(tmp_path: Path, crop_dir: Path) -> None:
-    with pytest.raises(train.TrainError, match="no checkpoint"):
+    with pytest.raises(dataset.TrainError, match="no checkpoint"):
         train.run(params(tmp_path, crop_dir, "none"), resume=True)
     bad = tmp_path / "bad" / "checkpoint.pt"
     bad.parent.mkdir()
@@ -107,7 +107,7 @@ def test_the_same_state_saves_to_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path, crop_dir: Path) -> None:
-    with pytest.raises(train.TrainError, match="batch_size: 512 is larger than the 96"):
+    with pytest.raises(dataset.TrainError, match="batch_size: 512 is larger than the 96"):
         train.run(params(tmp_path, crop_dir, "big", batch_size=512))
 
 

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.shared.config import TrainParams
 from pipeline.shared.variety import class_variety, msssim_diversity, pixel_spread, variety_report
-from pipeline.train import train
+from pipeline.train import dataset, train
 
 TINY = dict(epochs=1, batch_size=16, z_dim=16, g_channels=8, d_channels=8, embed_dim=8, judge_steps=0,
             checkpoint_every=1000, grid_per_class=8)
@@ -50,7 +50,7 @@ def test_a_class_of_near_copies_is_named_in_the_notes_and_a_varied_one_is_not() 
 
 def test_train_warns_when_g_ignores_its_noise(tmp_path: Path, crop_dir: Path, caplog) -> None:
     params = TrainParams(input=crop_dir, out=tmp_path / "run", metrics=tmp_path / "m.json", **TINY)
-    data = train.load_training_data(crop_dir, torch.device("cpu"))
+    data = dataset.load_training_data(crop_dir, torch.device("cpu"))
     trainer = train.Trainer(params, data, torch.device("cpu"), "fp32")
     with torch.no_grad():   # G whose first layer ignores z: every sample of a class is the same image
         trainer.g_ema.project.weight[:, : trainer.cfg.z_dim] = 0

@@ -1,6 +1,6 @@
 """The train stage: a (conditional) DCGAN over the crop stage's shards, with EMA, checkpoints, grids and the label judge.
 
-The whole training split lives in memory as one uint8 tensor on the device and is
+The whole training split lives in memory as one uint8 tensor on the device (dataset.py) and is
 normalised per batch, so no DataLoader decodes images each epoch. Every random choice
 (weights, data order, noise) comes from the seed, and the checkpoint holds all the state a
 resumed run needs to continue exactly as an uninterrupted one would.
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
-import json
 import logging
 import signal
 import time
@@ -25,15 +23,15 @@ from torch import nn
 from pipeline import __version__
 from pipeline.shared.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.shared.config import TrainParams, parse_diffaugment, to_jsonable
-from pipeline.shared.data import load_split, to_float, to_uint8
+from pipeline.shared.data import to_float, to_uint8
 from pipeline.shared.device import autocast, resolve_device, resolve_precision, set_threads
 from pipeline.shared.distributed import Dist, from_env, shutdown
 from pipeline.shared.errors import PipelineError
-from pipeline.shared.io import atomic_path, image_grid, read_json, save_png, write_json
-from pipeline.shared.manifest import MANIFEST_NAME
+from pipeline.shared.io import atomic_path, image_grid, save_png, write_json
 from pipeline.shared.ownership import adopt_unmarked, claim_out, drop_unrewritten
 from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
+from pipeline.train.dataset import TrainError, TrainingData, epoch_order, label_weights, load_training_data
 from pipeline.train.diffaugment import diff_augment
 from pipeline.train.losses import d_loss, g_loss, gradient_penalty
 from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
@@ -47,23 +45,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "devic
                                "grid_per_class", "input", "out", "metrics", "judge_steps", "judge_batch_size"})
 
 
-class TrainError(PipelineError):
-    """Training cannot start (no data, bad checkpoint for --resume, ...)."""
-
-
 class Interrupted(PipelineError):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
 
     exit_code = 130
-
-
-@dataclass
-class TrainingData:
-    images: torch.Tensor          # N x C x H x W uint8, on the device
-    labels: torch.Tensor          # N int64, on the device (zeros when unlabelled)
-    classes: list[str]
-    meta: dict[str, Any]
-    digest: str = ""              # sha256 of the images, labels and classes: what --resume compares
 
 
 @dataclass
@@ -83,38 +68,6 @@ class TrainSummary:
                 "finished": self.finished, **self.metrics}
 
 
-def load_training_data(folder: Path, device: torch.device) -> TrainingData:
-    """The crop output's train split as uint8 tensors on `device`."""
-    folder = Path(folder)
-    if not (folder / MANIFEST_NAME).exists():
-        raise TrainError(f"train.input: {folder} has no {MANIFEST_NAME}; run `augment crop` first")
-    meta = read_json(folder / "meta.json")
-    images, label_ids, records, classes = load_split(folder, "train")
-    if not records:
-        raise TrainError(f"train.input: {folder} has no images in the train split")
-    labels = torch.from_numpy(label_ids)
-    # The digest is over the N x H x W x C bytes as stored, so checkpoints of earlier versions still resume.
-    digest = hashlib.sha256(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).data)
-    digest.update(labels.numpy().tobytes())
-    digest.update(json.dumps(classes).encode())
-    meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
-    return TrainingData(images.to(device), labels.to(device), classes, meta, digest.hexdigest())
-
-
-def label_weights(class_counts: list[int], sampling: str) -> torch.Tensor | None:
-    """Probabilities to draw G's training labels with, or None for uniform draws.
-
-    `source` follows the training split's class frequencies, so D sees real and generated images
-    with the same label mix (with a uniform mix, a rare class is overrepresented among fakes and
-    D can tell fakes by their label alone). Uniform draws (None) are kept when the classes are
-    equal anyway, so balanced data gives exactly the numbers it gave before this option.
-    """
-    if sampling == "balanced" or len(set(class_counts)) <= 1:
-        return None
-    counts = torch.tensor(class_counts, dtype=torch.float64)
-    return counts / counts.sum()
-
-
 def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
     conditional = {"yes": True, "no": False, "auto": len(data.classes) >= 2}[params.conditional]
     if conditional and len(data.classes) < 2:
@@ -124,25 +77,6 @@ def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
                        num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
                        g_channels=params.g_channels, d_channels=params.d_channels,
                        embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group)
-
-
-def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
-    """The data order of one epoch depends only on (seed, epoch), so a resumed run sees the same batches.
-
-    With `labels` and `group` > 1 the order is made of runs of `group` images of one class
-    (each class shuffled and cut into runs, the runs shuffled; a class's last partial run waits
-    for another epoch), so that D's minibatch-std groups compare images of one class.
-    """
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    if labels is None or group <= 1:
-        return torch.randperm(n, generator=gen)
-    runs = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        runs.append(idx[: len(idx) // group * group].view(-1, group))
-    runs_ = torch.cat(runs)
-    return runs_[torch.randperm(len(runs_), generator=gen)].flatten()
 
 
 def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> float:
