@@ -20,9 +20,7 @@ from pipeline.shared.device import autocast
 from pipeline.shared.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
 CALIBRATION_SEED_OFFSET = 2 ** 40   # generated calibration samples use seeds past any candidate's
-
 DRS_EPS = 1e-6
 
 

@@ -11,14 +11,10 @@ from pipeline.crawl.sources.base import CrawlError
 from pipeline.shared.config import CrawlParams
 
 MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-
 VARIANT_FIELD = {"preview": "preview_url", "sample": "sample_url", "jpeg": "jpeg_url", "file": "file_url"}
-
 URL_FIELDS = tuple(VARIANT_FIELD.values())
-
 # Where Moebooru keeps each variant: /image/<md5>/..., /jpeg/<md5>/..., /sample/<md5>/..., /data/preview/../<md5>.jpg
 PATH_VARIANT = {"image": "file", "jpeg": "jpeg", "sample": "sample", "preview": "preview"}
-
 RATING_WORDS = {"safe": "s", "questionable": "q", "explicit": "e"}
 
 
