@@ -76,6 +76,19 @@ def test_detector_finds_the_drawn_faces_and_nothing_in_negatives() -> None:
         assert faces.detect(negative) == []
 
 
+def test_detector_finds_the_second_drawing_style() -> None:
+    """Style B (tests/face_art_b.py) is the second face set of bench_anime --style b: it must be found."""
+    from face_art_b import anime_face_b
+
+    for seed in range(6):
+        img, drawn = anime_face_b(seed, SIZE, list(HAIR_COLOURS)[seed])
+        found = faces.detect(img)
+        assert found, f"no face found in style-B seed {seed}"
+        x, y, w, h = found[0].box
+        dx, dy, dw, dh = drawn.box
+        assert dx <= x + w / 2 <= dx + dw and dy <= y + h / 2 <= dy + dh, "face centre is outside the drawn head"
+
+
 def test_pillow_12_is_refused_with_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_pillow()                       # the installed Pillow is fine
     check_pillow("11.3.0")
