@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--count", type=int, default=2000)
-    ap.add_argument("--keep", type=Path, default=REPO / "bench" / "anime-run")
+    ap.add_argument("--keep", type=Path, default=REPO / "bench" / "anime-run" / "s0")
     # 64 px RGB costs the evaluation classifiers ~4x a 32 px step: sized for a CPU run.
     ap.add_argument("--judge-steps", type=int, default=400)
     ap.add_argument("--eval-steps", type=int, default=300)
