@@ -5,8 +5,11 @@ loopback Moebooru server, runs every stage with `augment` against a params file 
 recipe's values plus the sizes below), and prints the wall time of each stage and the evaluate
 headline; sample grids per epoch, metrics and the export card are copied to `--keep`.
 
-    flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 30 \\
-        --diffaugment color,translation,cutout --keep bench/anime-run
+    flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 90 \\
+        --diffaugment color,translation,cutout --seed 0 --no-compare --keep bench/anime-run/s0
+
+`--style b` serves the second drawing style (tests/face_art_b.py); `--keep-crop DIR` keeps the
+crop for `--crop DIR` in later runs (seeds, ablations) without crawling again.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from face_board import FaceBoard, face_posts  # noqa: E402
+from face_board import FaceBoard, FaceBoardB, face_posts  # noqa: E402
 from moebooru_server import MoebooruServer  # noqa: E402
 
 SHARES = {"blonde": 0.28, "blue": 0.22, "pink": 0.17, "black": 0.13, "red": 0.08, "green": 0.07, "purple": 0.05}
@@ -33,10 +36,12 @@ SHARES = {"blonde": 0.28, "blue": 0.22, "pink": 0.17, "black": 0.13, "red": 0.08
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=int, default=2000)
+    ap.add_argument("--style", choices=("a", "b"), default="a",
+                    help="drawing style of the served faces: a (tests/face_art.py) or b (tests/face_art_b.py)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--count", type=int, default=2000)
-    ap.add_argument("--keep", type=Path, default=REPO / "bench" / "anime-run")
+    ap.add_argument("--keep", type=Path, default=REPO / "bench" / "anime-run" / "s0")
     # 64 px RGB costs the evaluation classifiers ~4x a 32 px step: sized for a CPU run.
     ap.add_argument("--judge-steps", type=int, default=400)
     ap.add_argument("--eval-steps", type=int, default=300)
@@ -53,7 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    with tempfile.TemporaryDirectory() as tmp, MoebooruServer(FaceBoard(face_posts(hairs, untagged=20))) as server:
+    board = {"a": FaceBoard, "b": FaceBoardB}[args.style](face_posts(hairs, untagged=20))
+    with tempfile.TemporaryDirectory() as tmp, MoebooruServer(board) as server:
         work = Path(tmp)
         params["crawl"].update(source="konachan", base_url=server.base_url, tags="1girl solo", max_images=10 ** 6,
                                variant="sample", delay=0.0, workers=4)

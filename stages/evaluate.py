@@ -26,6 +26,8 @@ def command(
     inception_weights: Annotated[Optional[Path], option(P, "inception_weights")] = None,
     seed: Annotated[Optional[int], option(P, "seed")] = None,
     device: Annotated[Optional[str], option(P, "device")] = None,
+    precision: Annotated[Optional[str], option(P, "precision")] = None,
+    cache: Annotated[Optional[Path], option(P, "cache")] = None,
     threads: Annotated[Optional[int], option(P, "threads")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
 ) -> None:

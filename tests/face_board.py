@@ -1,4 +1,4 @@
-"""A fake Moebooru board serving drawn anime heads (tests/face_art.py) tagged with their hair colour.
+"""A fake Moebooru board serving drawn anime heads (tests/face_art*.py) tagged with their hair colour.
 
 Used by tests/test_e2e_anime.py and bench/bench_anime.py: the loopback server of
 tests/moebooru_server.py, with every post's image replaced by a seeded head of the hair colour
@@ -11,6 +11,7 @@ import io
 from PIL import Image
 
 from face_art import anime_face
+from face_art_b import anime_face_b
 from moebooru_server import FakeMoebooru, FakePost
 
 
@@ -18,12 +19,13 @@ class FaceBoard(FakeMoebooru):
     """The fake board, serving a drawn anime head of the post's hair colour for every post."""
 
     canvas = 256
+    draw = staticmethod(anime_face)
 
     def file_bytes(self, post: FakePost) -> bytes:
         if post.id not in self._bytes:
             hair = next((t[:-5] for t in post.tags if t.endswith("_hair")), "brown")
             buf = io.BytesIO()
-            anime_face(post.id, self.canvas, hair)[0].save(buf, "PNG")
+            self.draw(post.id, self.canvas, hair)[0].save(buf, "PNG")
             self._bytes[post.id] = buf.getvalue()
         return self._bytes[post.id]
 
@@ -39,6 +41,12 @@ class FaceBoard(FakeMoebooru):
             img.save(buf, "JPEG", quality=90)
             self._bytes[key] = buf.getvalue()
         return self._bytes[key]
+
+
+class FaceBoardB(FaceBoard):
+    """The same board drawn in the second style (tests/face_art_b.py)."""
+
+    draw = staticmethod(anime_face_b)
 
 
 def face_posts(hairs: dict[str, int], untagged: int = 0) -> list[FakePost]:

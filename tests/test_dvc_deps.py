@@ -107,6 +107,7 @@ SECTIONS = {"crawl": "CrawlParams", "crop": "CropParams", "train": "TrainParams"
 NOT_IN_DVC = {  # path params deliberately left out of dvc.yaml, and why
     "crawl.data_dir": "the system's Fashion-MNIST files (Debian's package), outside the repository",
     "crop.cache": "face detections kept between runs outside crop.out, which DVC deletes before a run",
+    "evaluate.cache": "real-only classifiers' results kept between runs outside evaluate.out, which DVC deletes",
     "evaluate.inception_weights": "an optional local weights file, null by default",
 }
 

@@ -346,3 +346,64 @@ def test_inception_maps_imagenet_normalised_input_as_its_weights_expect(tmp_path
 
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
     assert load_inception(tmp_path / "inc.pt").transform_input is True
+
+
+def test_classifier_precision_auto_falls_back_to_fp32_without_native_bf16(monkeypatch: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.shared import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.resolve_precision("auto", cpu) == "fp32"                 # the GAN's rule: fp32 on any CPU
+    assert dev.resolve_precision("bf16", cpu) == "bf16" and dev.resolve_precision("fp32", cpu, "bf16") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert dev.resolve_precision("auto", cpu, cpu_auto="bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(dev, "_said_no_bf16", False)
+    with caplog.at_level("INFO", logger="pipeline.shared.device"):
+        assert dev.resolve_precision("auto", cpu, cpu_auto="bf16") == "fp32"
+        assert dev.resolve_precision("auto", cpu, cpu_auto="bf16") == "fp32"
+    assert [r.getMessage() for r in caplog.records].count(
+        "this CPU has no native bf16 (AVX512-BF16/AMX): the classifiers train in fp32") == 1
+
+
+def test_the_classifier_learns_as_well_in_bf16_as_in_fp32() -> None:
+    """bf16 autocast is the classifiers' default on bf16 CPUs: it must not change what they learn."""
+    from pipeline.shared.classifier import TrainConfig, accuracy, predict, train_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (512,), generator=gen)
+    images = torch.randint(0, 60, (512, 1, 16, 16), generator=gen, dtype=torch.uint8)
+    for c in range(4):   # class c: a bright square in quadrant c
+        y, x = divmod(c, 2)
+        images[labels == c, :, 8 * y:8 * y + 8, 8 * x:8 * x + 8] += 150
+    test, train = slice(0, 128), slice(128, None)
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(steps=60, batch_size=64, seed=0, precision=precision)
+        model = train_classifier(images[train], labels[train], 4, cfg)
+        accs[precision], _ = accuracy(predict(model, images[test]), labels[test].numpy(), 4)
+    assert accs["fp32"] > 0.95 and accs["bf16"] > 0.95, accs
+
+
+def test_real_only_classifiers_are_read_back_from_the_cache(tmp_path: Path, pipeline_dirs: dict[str, Path]) -> None:
+    """A second run on the same real data re-trains only the classifiers that see the export, with the same metrics."""
+    from pipeline.evaluate import evaluate
+    from pipeline.shared.config import EvaluateParams
+
+    def run(name: str, **change: object) -> evaluate.EvaluateSummary:
+        params = EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"], checkpoint=pipeline_dirs["ckpt"],
+                                out=tmp_path / name, metrics=tmp_path / f"{name}.json", steps=3, feature_steps=4,
+                                gain_steps=3, seeds=2, batch_size=16, fractions=[0.5], compare_rankings=False,
+                                feature_samples=20, threads=1, cache=tmp_path / "cache", precision="fp32")
+        return evaluate.run(params.model_copy(update=change))
+
+    first = run("first")
+    # real-only: the feature model, and per seed the real reference and the gain's real arm
+    assert first.cached == "0 of 5" and len(list((tmp_path / "cache").glob("*.json"))) == 5
+    again = run("again")
+    assert again.cached == "5 of 5"
+    drop = {"seconds"}
+    assert {k: v for k, v in again.metrics.items() if k not in drop} == {k: v for k, v in first.metrics.items() if k not in drop}
+    assert run("more-steps", gain_steps=4).cached == "3 of 5"      # the gain arms' key holds their steps
+    assert run("off", cache=None).cached == ""

@@ -63,13 +63,20 @@ def shards(out: Path) -> np.ndarray:
 
 # ---- the detector and the Pillow trap ------------------------------------------------------
 
-def test_detector_finds_the_drawn_faces_and_nothing_in_negatives() -> None:
-    """Fails if detection silently returns nothing, as animeface 2.0.3 does with Pillow >= 12."""
+@pytest.mark.parametrize("style", ["a", "b"])
+def test_detector_finds_the_drawn_faces_and_nothing_in_negatives(style: str) -> None:
+    """Fails if detection silently returns nothing, as animeface 2.0.3 does with Pillow >= 12.
+
+    Style b (tests/face_art_b.py) is the second face set of `bench_anime.py --style b`.
+    """
+    from face_art_b import anime_face_b
+
+    draw = anime_face if style == "a" else anime_face_b
     hits = 0
     for seed in range(6):
-        img, drawn = anime_face(seed, SIZE, list(HAIR_COLOURS)[seed])
+        img, drawn = draw(seed, SIZE, list(HAIR_COLOURS)[seed])
         found = detector.detect(img)
-        assert found, f"no face found in fixture seed {seed} (Pillow/animeface mismatch?)"
+        assert found, f"no face found in style-{style} fixture seed {seed} (Pillow/animeface mismatch?)"
         x, y, w, h = found[0].box
         dx, dy, dw, dh = drawn.box
         assert dx <= x + w / 2 <= dx + dw and dy <= y + h / 2 <= dy + dh, "face centre is outside the drawn head"

@@ -69,6 +69,7 @@ class EvaluateSummary:
     out: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    cached: str = ""   # "hits of real-only classifiers / their number", when the cache is on
 
     def rows(self) -> dict[str, Any]:
         m = self.metrics
@@ -103,6 +104,8 @@ class EvaluateSummary:
             rows["Inception FID / KID"] = m["inception"]
         for i, note in enumerate(m.get("notes", []), 1):
             rows[f"note {i}"] = note
+        if self.cached:
+            rows["real-only classifiers read from the cache"] = self.cached
         rows["seconds"] = round(self.seconds, 1)
         return rows
 
@@ -211,9 +214,9 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
                                "real_train_images": len(real), "train_images": len(export), "seeds": seeds}
 
     # One feature space for every seed: the fixed CNN trained on all real training images.
-    feature_model, acc_all, _ = judge.fit(real, params.feature_steps, seed=params.seed)
-    judge.set_feature_model(feature_model)
+    acc_all = judge.fit_real_features(real, params.feature_steps, params.seed)
     metrics["real_accuracy_all"] = round(acc_all, 4)
+    metrics["classifier_precision"] = judge.cfg.precision
 
     results: dict[str, list[Judged]] = {name: [] for name in ("export", "real_reference")}
     gains: dict[str, dict[str, list[float]]] = {}
@@ -222,10 +225,10 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     rule_runs = []
     for seed in seeds:
         results["export"].append(judge.judge(export, seed))
-        results["real_reference"].append(judge.judge(real.take(random_subset(len(real), n_ref, seed + 17)), seed))
+        results["real_reference"].append(judge.judge_real(real.take(random_subset(len(real), n_ref, seed + 17)), seed))
         for fraction in params.fractions:
             subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
-            _, acc_small, _ = judge.fit(subset, params.gain_steps, seed=seed)
+            acc_small = judge.fit_real_accuracy(subset, params.gain_steps, seed)
             _, acc_aug, _ = judge.fit(augmented_mix(subset, export, params.real_share), params.gain_steps, seed=seed)
             g = gains.setdefault(f"{fraction * 100:g}pct", {"real_images": [], "real": [], "augmented": [], "gain": []})
             for key, value in (("real_images", len(subset)), ("real", acc_small), ("augmented", acc_aug),
@@ -266,6 +269,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         _plot_scores(out / "scores.png", pool)
         _grids(out, pool, num_classes, params.grid_per_class)
     summary = EvaluateSummary(out=out, metrics=metrics)
+    if judge.cache:
+        summary.cached = f"{judge.cache.hits} of {judge.cache.hits + judge.cache.misses}"
     summary.seconds = time.perf_counter() - started
     metrics["seconds"] = round(summary.seconds, 1)
     write_json(out / "params.json", {"evaluate": to_jsonable(params), "generate": to_jsonable(gen)})

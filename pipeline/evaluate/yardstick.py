@@ -8,15 +8,23 @@ steps for every set of one kind, and the features of the CNN trained on all real
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.evaluate.fidelity import frechet_distance, precision_recall
-from pipeline.shared.classifier import TrainConfig, accuracy, features, predict, train_classifier
+from pipeline.shared import classifier as classifier_module
+from pipeline.shared.classifier import SmallCNN, TrainConfig, accuracy, features, predict, train_classifier
 from pipeline.shared.config import EvaluateParams
+from pipeline.shared.device import resolve_precision
+from pipeline.shared.io import atomic_path, read_json, write_json
 from pipeline.shared.progress import Progress
 
 
@@ -86,24 +94,118 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int, num_classe
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
 
 
+class RealCache:
+    """Results of the classifiers trained on real images alone, kept in `folder` between runs.
+
+    They do not depend on the export, so an experiment that changes only generate or export
+    re-trains only the classifiers that see synthetic images. The key hashes everything a
+    result depends on (the images and labels trained on, the test set, the training settings,
+    the feature space, this module's and the classifier's code, torch's version), so a hit is
+    the stored result of the same computation. Weights are read back with weights_only=True.
+    """
+
+    def __init__(self, folder: Path, test: LabelledSet) -> None:
+        self.folder, self.hits, self.misses = Path(folder), 0, 0
+        code = inspect.getsource(classifier_module) + inspect.getsource(Judge) + torch.__version__
+        self.base = _digest(test.images.numpy().tobytes(), test.labels.tobytes(), code.encode())
+
+    def key(self, kind: str, data: LabelledSet, cfg: TrainConfig, extra: str = "") -> str:
+        settings = json.dumps({"kind": kind, **dataclasses.asdict(cfg), "extra": extra}, sort_keys=True)
+        return _digest(self.base.encode(), data.images.numpy().tobytes(), data.labels.tobytes(), settings.encode())
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.json"
+        if not path.exists():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return read_json(path)
+
+    def put(self, key: str, value: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+        if state is not None:
+            with atomic_path(self.folder / f"{key}.pt") as tmp:
+                torch.save(state, tmp)
+        write_json(self.folder / f"{key}.json", value)   # last: a .json is only ever beside a complete .pt
+
+    def state(self, key: str) -> dict[str, Any]:
+        return torch.load(self.folder / f"{key}.pt", map_location="cpu", weights_only=True)
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:32]
+
+
 class Judge:
     """Trains the fixed classifier on a set and measures it against the real test set."""
 
     def __init__(self, params: EvaluateParams, test: LabelledSet, num_classes: int, device: torch.device,
                  progress: Progress) -> None:
         self.params, self.test, self.k, self.device, self.progress = params, test, num_classes, device, progress
-        self.cfg = TrainConfig(steps=params.steps, batch_size=params.batch_size, lr=params.lr, seed=params.seed)
+        self.cfg = TrainConfig(steps=params.steps, batch_size=params.batch_size, lr=params.lr, seed=params.seed,
+                               precision=resolve_precision(params.precision, device, cpu_auto="bf16"))
         self.feature_model: Any = None
+        self.feature_key = ""
         self.real_features = np.empty(0)
         self.real_feature_labels = np.empty(0, np.int64)
+        self.cache = RealCache(params.cache, test) if params.cache else None
 
     def fit(self, data: LabelledSet, steps: int | None = None, seed: int | None = None) -> tuple[Any, float, list[float]]:
-        cfg = TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
-                             **({"seed": seed} if seed is not None else {})})
+        cfg = self._cfg(steps, seed)
         model = train_classifier(data.images, torch.from_numpy(data.labels), self.k, cfg, self.device)
         acc, per_class = accuracy(predict(model, self.test.images, device=self.device), self.test.labels, self.k)
         self.progress.advance("classifiers")
         return model, acc, per_class
+
+    def _cfg(self, steps: int | None, seed: int | None) -> TrainConfig:
+        return TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
+                              **({"seed": seed} if seed is not None else {})})
+
+    def fit_real_features(self, real: LabelledSet, steps: int, seed: int) -> float:
+        """Train (or read back) the all-real classifier, make its features the feature space; its accuracy."""
+        cfg = self._cfg(steps, seed)
+        key = self.cache.key("features", real, cfg) if self.cache else ""
+        hit = self.cache.get(key) if self.cache else None
+        if hit is not None:
+            model = SmallCNN(real.images.shape[1], self.k, cfg.width)
+            model.load_state_dict(self.cache.state(key))
+            model = model.to(self.device, memory_format=torch.channels_last).eval()
+            acc = float(hit["accuracy"])
+            self.progress.advance("classifiers")
+        else:
+            model, acc, _ = self.fit(real, steps, seed)
+            if self.cache:
+                self.cache.put(key, {"accuracy": acc}, {k: v.cpu() for k, v in model.state_dict().items()})
+        self.feature_key = key
+        self.set_feature_model(model)
+        return acc
+
+    def fit_real_accuracy(self, data: LabelledSet, steps: int, seed: int) -> float:
+        """Accuracy of a classifier of real images alone (a gain's baseline arm), from the cache when there."""
+        key = self.cache.key("accuracy", data, self._cfg(steps, seed)) if self.cache else ""
+        hit = self.cache.get(key) if self.cache else None
+        if hit is not None:
+            self.progress.advance("classifiers")
+            return float(hit["accuracy"])
+        _, acc, _ = self.fit(data, steps, seed=seed)
+        if self.cache:
+            self.cache.put(key, {"accuracy": acc})
+        return acc
+
+    def judge_real(self, data: LabelledSet, seed: int) -> Judged:
+        """`judge` of a set of real images (the real reference), from the cache when there."""
+        extra = f"{self.feature_key}:{self.params.feature_samples}:{self.params.k}:{self.params.seed}"
+        key = self.cache.key("judged", data, self._cfg(None, seed), extra) if self.cache else ""
+        hit = self.cache.get(key) if self.cache else None
+        if hit is not None:
+            self.progress.advance("classifiers")
+            return Judged(**hit)
+        out = self.judge(data, seed)
+        if self.cache:
+            self.cache.put(key, dataclasses.asdict(out))
+        return out
 
     def set_feature_model(self, model: Any) -> None:
         self.feature_model = model

@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     width: int = 32
     seed: int = 0
+    precision: str = "fp32"   # "bf16": autocast in training (batch norm, the loss and AdamW stay fp32)
 
 
 def _prep(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -79,7 +80,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         if len(order) < batch:  # a fresh permutation each pass, drawn from the seed
             order = torch.cat([order, torch.randperm(len(images), generator=gen)])
         idx, order = order[:batch], order[batch:]
-        loss = F.cross_entropy(model(_prep(images[idx], device)), labels[idx].to(device))
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(_prep(images[idx], device))
+        loss = F.cross_entropy(logits.float(), labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

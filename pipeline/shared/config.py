@@ -193,7 +193,7 @@ class TrainParams(_Section):
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU for the GAN; the label judge trains in bf16 where the CPU has native bf16.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
     compile: bool = Field(False, description="torch.compile G and D (a minute of compiling; pays off on long GPU runs).")
     grid_per_class: int = Field(10, ge=1, le=32, description="Samples per class (row) in the epoch grids.")
@@ -269,6 +269,8 @@ class EvaluateParams(_Section):
     inception_weights: Optional[Path] = Field(None, description="A torchvision InceptionV3 state dict; when set, FID/KID are also reported.")
     grid_per_class: int = Field(8, ge=1, le=32, description="Top- and bottom-ranked samples per class in the grids.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    cache: Optional[Path] = Field(Path("data/.evaluate-cache"), description="Results of the classifiers trained on real images alone (they do not depend on the export), kept between runs keyed by all they depend on; outside `out`, which DVC deletes; safe to delete; null = off.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="The classifiers' training precision. auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
 
     @field_validator("fractions")

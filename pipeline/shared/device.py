@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import ContextManager
 
 import torch
@@ -18,11 +19,37 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto means bf16 on CUDA and fp32 on CPU (bf16 on CPU is opt-in)."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return name
+_log = logging.getLogger(__name__)
+_said_no_bf16 = False
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), so autocast can pay."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:   # a torch without the probes: assume not
+        return False
+
+
+def resolve_precision(name: str, device: torch.device, cpu_auto: str = "fp32") -> str:
+    """auto: bf16 on CUDA; on CPU `cpu_auto`, where "bf16" means bf16 if the CPU has it natively, else fp32.
+
+    The GAN passes fp32 (bf16 did not speed up its default width on a CPU: bench/RESULTS.md);
+    the small classifiers pass bf16 (bench_levers). A CPU without native bf16 falls back to
+    fp32, and says so once per process.
+    """
+    global _said_no_bf16
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16"
+    if cpu_auto == "bf16":
+        if cpu_has_bf16():
+            return "bf16"
+        if not _said_no_bf16:
+            _log.info("this CPU has no native bf16 (AVX512-BF16/AMX): the classifiers train in fp32")
+            _said_no_bf16 = True
+    return "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

@@ -376,13 +376,14 @@ class Trainer:
         from pipeline.shared.classifier import TrainConfig, accuracy, judge_state, predict, train_classifier
 
         p = self.params
-        cfg = TrainConfig(steps=p.judge_steps, batch_size=p.judge_batch_size, lr=4e-3, seed=p.seed + 101)
+        cfg = TrainConfig(steps=p.judge_steps, batch_size=p.judge_batch_size, lr=4e-3, seed=p.seed + 101,
+                          precision=resolve_precision(p.precision, self.device, cpu_auto="bf16"))
         model = train_classifier(self.data.images, self.data.labels, self.cfg.num_classes, cfg, self.device)
         self.judge = judge_state(model, cfg)
         sample = slice(0, min(len(self.data.images), 5000))   # seen in training: a sanity figure, not a test
         acc, _ = accuracy(predict(model, self.data.images[sample], device=self.device),
                           self.data.labels[sample].cpu().numpy(), self.cfg.num_classes)
-        return {"judge_train_accuracy": round(acc, 4)}
+        return {"judge_train_accuracy": round(acc, 4), "judge_precision": cfg.precision}
 
     def final_metrics(self, summary: TrainSummary) -> dict[str, Any]:
         last = np.array(self.history[-self.steps_per_epoch:])[:, 2:] if self.history else np.zeros((1, 4))
