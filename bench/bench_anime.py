@@ -9,7 +9,10 @@ headline; sample grids per epoch, metrics and the export card are copied to `--k
         --diffaugment color,translation,cutout --seed 0 --no-compare --keep bench/anime-run/s0
 
 `--style b` serves the second drawing style (tests/face_art_b.py); `--keep-crop DIR` keeps the
-crop for `--crop DIR` in later runs (seeds, ablations) without crawling again.
+crop for `--crop DIR` in later runs (seeds, ablations) without crawling again. `--workdir DIR`
+keeps the whole run folder (params.yaml, data/, runs/, metrics/) so one stage can be re-run there
+(`cd DIR && augment evaluate --precision fp32`); `--readme-evaluate` keeps params.yaml's evaluate
+values (the README recipe's) instead of the CPU-sized ones.
 """
 from __future__ import annotations
 
@@ -55,12 +58,19 @@ def main() -> None:
     ap.add_argument("--crop", type=Path, help="reuse this crop folder (from an earlier run's --keep-crop) instead of crawling")
     ap.add_argument("--keep-crop", type=Path, help="copy the crop folder here, for --crop in later runs")
     ap.add_argument("--no-compare", action="store_true", help="evaluate.compare_rankings false (faster)")
+    ap.add_argument("--workdir", type=Path,
+                    help="run in this (new or empty) folder and keep it, to re-run single stages there later")
+    ap.add_argument("--readme-evaluate", action="store_true",
+                    help="evaluate with params.yaml's own evaluate values (the README recipe), not the CPU sizes")
     args = ap.parse_args()
     hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     board = {"a": FaceBoard, "b": FaceBoardB}[args.style](face_posts(hairs, untagged=20))
+    if args.workdir and args.workdir.exists() and any(args.workdir.iterdir()):
+        sys.exit(f"--workdir {args.workdir}: not empty; give a new or empty folder")
     with tempfile.TemporaryDirectory() as tmp, MoebooruServer(board) as server:
-        work = Path(tmp)
+        work = args.workdir.resolve() if args.workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         params["crawl"].update(source="konachan", base_url=server.base_url, tags="1girl solo", max_images=10 ** 6,
                                variant="sample", delay=0.0, workers=4)
         params["crop"].update(mode="faces", size=64, label_from="tags", test_fraction=0.2, workers=0)
@@ -69,9 +79,11 @@ def main() -> None:
                                diffaugment=args.diffaugment, ema_rampup=args.ema_rampup or None)
         params["train"]["seed"] = args.seed
         params["generate"].update(count=args.count, oversample=10, batch_size=500, seed=args.seed)
-        params["evaluate"].update(compare_count=min(args.count, 2000), steps=args.eval_steps,
-                                  feature_steps=args.feature_steps, gain_steps=args.eval_steps, fractions=args.fractions,
-                                  compare_rankings=not args.no_compare)
+        if not args.readme_evaluate:
+            params["evaluate"].update(compare_count=min(args.count, 2000), steps=args.eval_steps,
+                                      feature_steps=args.feature_steps, gain_steps=args.eval_steps,
+                                      fractions=args.fractions)
+        params["evaluate"]["compare_rankings"] = params["evaluate"]["compare_rankings"] and not args.no_compare
         for item in args.set:
             key, value = item.split("=", 1)
             section, name = key.split(".", 1)
