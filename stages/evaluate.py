@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import typer
+
 from pipeline.shared.config import EvaluateParams as P
-from stages.common import PARAMS_OPTION, execute, load, option
+from stages.common import PARAMS_OPTION, execute, fail, load, option
 
 
 def command(
@@ -28,12 +30,17 @@ def command(
     device: Annotated[Optional[str], option(P, "device")] = None,
     precision: Annotated[Optional[str], option(P, "precision")] = None,
     cache: Annotated[Optional[Path], option(P, "cache")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Leave evaluate.cache out of this run: every real-only classifier is trained afresh and nothing is kept.")] = False,
     threads: Annotated[Optional[int], option(P, "threads")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
 ) -> None:
     """Train a fixed small CNN on the export, real subsets and ranked/unranked sets; test on real data."""
-    overrides = {k: v for k, v in locals().items() if k != "params"}
+    overrides = {k: v for k, v in locals().items() if k not in ("params", "no_cache")}
+    if no_cache and cache is not None:
+        fail(f"--cache {cache} and --no-cache: give one of them", code=2)
     cfg: P = load(params, "evaluate", overrides)
+    if no_cache:
+        cfg = cfg.model_copy(update={"cache": None})
     from pipeline.evaluate.evaluate import run
 
     execute("evaluate", lambda bar: run(cfg, bar), writes=[cfg.out, cfg.metrics])

@@ -297,6 +297,27 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
         assert (out / name).exists(), name
 
 
+def test_no_cache_flag_turns_the_params_cache_off_for_one_run(tmp_path: Path, pipeline_dirs: dict[str, Path]) -> None:
+    from stages.cli import app
+
+    cache = tmp_path / "cache"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"evaluate": {
+        "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
+        "out": str(tmp_path / "evaluate"), "metrics": str(tmp_path / "evaluate.json"), "steps": 3, "feature_steps": 4,
+        "gain_steps": 3, "seeds": 1, "batch_size": 16, "fractions": [0.5], "compare_rankings": False,
+        "feature_samples": 20, "threads": 1, "cache": str(cache)}}))
+    result = CliRunner().invoke(app, ["evaluate", "--params", str(params), "--no-cache"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert not cache.exists()
+    both = CliRunner().invoke(app, ["evaluate", "--params", str(params), "--no-cache", "--cache", str(cache)],
+                              terminal_width=200)
+    assert both.exit_code == 2 and "--no-cache" in both.output and not cache.exists()
+    result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert len(list(cache.glob("*.json"))) == 3  # the feature model, the real reference, the gain's real arm
+
+
 def test_evaluate_judges_on_the_whole_test_split_when_no_rule_calibrates(tmp_path: Path,
                                                                         pipeline_dirs: dict[str, Path]) -> None:
     from pipeline.evaluate import evaluate

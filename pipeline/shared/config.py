@@ -19,6 +19,13 @@ Loss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
 Source = Literal["fashion-mnist", "folder", "konachan"]
 
 
+def comma_list(value: Any) -> Any:
+    """A CLI flag's "a,b,c" as a list (params.yaml gives lists already)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class ParamsError(PipelineError, ValueError):
     """A params file or override that cannot be used; the message is one line."""
 
@@ -60,9 +67,7 @@ class CrawlParams(_Section):
     @field_validator("rating", "allow_hosts", mode="before")
     @classmethod
     def _split_rating(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value)
 
     @model_validator(mode="after")
     def _folder_needs_root(self) -> "CrawlParams":
@@ -284,9 +289,7 @@ class EvaluateParams(_Section):
     @field_validator("fractions", "rules", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value)
 
 
 class ReportParams(_Section):
