@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data browser clean-outputs bench
+.PHONY: demo test setup data browser clean-outputs
 
 setup: $(STAMP)
 
@@ -44,9 +44,6 @@ demo: setup data
 
 test: setup data browser
 	$(BIN)/python -m pytest -q
-
-bench: setup data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_all.py
 
 clean-outputs:
 	rm -rf data/raw data/crop data/generated data/export runs metrics  # data/import is the shipped crawl.root

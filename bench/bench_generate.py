@@ -55,7 +55,7 @@ def stage(checkpoint: Path, count: int, oversample: int, batch: int, precision: 
 def peak_rss_mb(checkpoint: Path, count: int, oversample: int, batch: int) -> float:
     """Peak RSS of a scores-only generate run in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
-        code = ("import sys, resource; from pipeline import generate; from pipeline.shared.config import GenerateParams as P; "
+        code = ("import sys, resource; from pipeline.generate import generate; from pipeline.shared.config import GenerateParams as P; "
                 f"generate.run(P(checkpoint={str(checkpoint)!r}, out={tmp!r} + '/g', count={count}, "
                 f"oversample={oversample}, batch_size={batch}, scores_only=True)); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
