@@ -41,10 +41,10 @@ def pure_forward(sampler: Sampler, n: int, batch: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def stage(checkpoint: Path, count: int, oversample: int, batch: int, precision: str, writers: int) -> dict:
+def stage(checkpoint: Path, count: int, oversample: int, batch: int, precision: str, writers: int, rank: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         params = GenerateParams(checkpoint=checkpoint, out=Path(tmp) / "gen", count=count, oversample=oversample,
-                                batch_size=batch, precision=precision, writers=writers)
+                                batch_size=batch, precision=precision, writers=writers, rank=rank)
         started = time.perf_counter()
         summary = generate.run(params)
         seconds = time.perf_counter() - started
@@ -52,12 +52,12 @@ def stage(checkpoint: Path, count: int, oversample: int, batch: int, precision: 
             "scoring_seconds": summary.seconds_scoring}
 
 
-def peak_rss_mb(checkpoint: Path, count: int, oversample: int, batch: int) -> float:
+def peak_rss_mb(checkpoint: Path, count: int, oversample: int, batch: int, rank: str) -> float:
     """Peak RSS of a scores-only generate run in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         code = ("import sys, resource; from pipeline.generate import generate; from pipeline.shared.config import GenerateParams as P; "
                 f"generate.run(P(checkpoint={str(checkpoint)!r}, out={tmp!r} + '/g', count={count}, "
-                f"oversample={oversample}, batch_size={batch}, scores_only=True)); "
+                f"oversample={oversample}, batch_size={batch}, rank={rank!r}, scores_only=True)); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parents[1])
@@ -74,23 +74,24 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--rss-count", type=int, default=100_000)
     ap.add_argument("--rss-oversample", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--rank", default="filter", help="generate.rank: filter (the default; runs the label judge too) or topk (D alone)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"# ranked generation, {os.cpu_count()} cores, torch {torch.__version__}, batch {args.batch}, "
-          f"count {args.count} x oversample {args.oversample}\n")
+          f"count {args.count} x oversample {args.oversample}, rank {args.rank}\n")
     print("| precision | pure G+D cand/s | stage cand/s | images written/s | stage / pure |")
     print("| --- | --- | --- | --- | --- |")
     for precision in args.precisions:
         sampler = Sampler.from_checkpoint(args.checkpoint, torch.device("cpu"), precision)
         pure = pure_forward(sampler, args.count * args.oversample, args.batch)
-        run = stage(args.checkpoint, args.count, args.oversample, args.batch, precision, args.writers)
+        run = stage(args.checkpoint, args.count, args.oversample, args.batch, precision, args.writers, args.rank)
         cps = run["candidates"] / run["seconds"]
         print(f"| {precision} | {pure:.0f} | {cps:.0f} | {run['written'] / run['seconds']:.0f} | {cps / pure:.2f} |",
               flush=True)
     print("\n| scores-only count | oversample | candidates | peak RSS MiB |")
     print("| --- | --- | --- | --- |")
     for k in args.rss_oversample:
-        rss = peak_rss_mb(args.checkpoint, args.rss_count, k, args.batch)
+        rss = peak_rss_mb(args.checkpoint, args.rss_count, k, args.batch, args.rank)
         print(f"| {args.rss_count} | {k} | {args.rss_count * k} | {rss:.0f} |", flush=True)
 
 
