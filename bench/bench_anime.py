@@ -63,11 +63,11 @@ def main() -> None:
     ap.add_argument("--readme-evaluate", action="store_true",
                     help="evaluate with params.yaml's own evaluate values (the README recipe), not the CPU sizes")
     args = ap.parse_args()
+    if args.workdir and args.workdir.exists() and any(args.workdir.iterdir()):
+        sys.exit(f"--workdir {args.workdir}: not empty; give a new or empty folder")
     hairs = {h: max(10, round(s * args.faces)) for h, s in SHARES.items()}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     board = {"a": FaceBoard, "b": FaceBoardB}[args.style](face_posts(hairs, untagged=20))
-    if args.workdir and args.workdir.exists() and any(args.workdir.iterdir()):
-        sys.exit(f"--workdir {args.workdir}: not empty; give a new or empty folder")
     with tempfile.TemporaryDirectory() as tmp, MoebooruServer(board) as server:
         work = args.workdir.resolve() if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -163,17 +163,26 @@ class Judge:
         return TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
                               **({"seed": seed} if seed is not None else {})})
 
+    def _lookup(self, kind: str, data: LabelledSet, cfg: TrainConfig,
+                extra: str = "") -> tuple[str, dict[str, Any] | None]:
+        """(cache key, stored result or None); a hit counts as a classifier done for the progress bar."""
+        if not self.cache:
+            return "", None
+        key = self.cache.key(kind, data, cfg, extra)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.progress.advance("classifiers")
+        return key, hit
+
     def fit_real_features(self, real: LabelledSet, steps: int, seed: int) -> float:
         """Train (or read back) the all-real classifier, make its features the feature space; its accuracy."""
         cfg = self._cfg(steps, seed)
-        key = self.cache.key("features", real, cfg) if self.cache else ""
-        hit = self.cache.get(key) if self.cache else None
+        key, hit = self._lookup("features", real, cfg)
         if hit is not None:
             model = SmallCNN(real.images.shape[1], self.k, cfg.width)
             model.load_state_dict(self.cache.state(key))
             model = model.to(self.device, memory_format=torch.channels_last).eval()
             acc = float(hit["accuracy"])
-            self.progress.advance("classifiers")
         else:
             model, acc, _ = self.fit(real, steps, seed)
             if self.cache:
@@ -184,10 +193,8 @@ class Judge:
 
     def fit_real_accuracy(self, data: LabelledSet, steps: int, seed: int) -> float:
         """Accuracy of a classifier of real images alone (a gain's baseline arm), from the cache when there."""
-        key = self.cache.key("accuracy", data, self._cfg(steps, seed)) if self.cache else ""
-        hit = self.cache.get(key) if self.cache else None
+        key, hit = self._lookup("accuracy", data, self._cfg(steps, seed))
         if hit is not None:
-            self.progress.advance("classifiers")
             return float(hit["accuracy"])
         _, acc, _ = self.fit(data, steps, seed=seed)
         if self.cache:
@@ -197,10 +204,8 @@ class Judge:
     def judge_real(self, data: LabelledSet, seed: int) -> Judged:
         """`judge` of a set of real images (the real reference), from the cache when there."""
         extra = f"{self.feature_key}:{self.params.feature_samples}:{self.params.k}:{self.params.seed}"
-        key = self.cache.key("judged", data, self._cfg(None, seed), extra) if self.cache else ""
-        hit = self.cache.get(key) if self.cache else None
+        key, hit = self._lookup("judged", data, self._cfg(None, seed), extra)
         if hit is not None:
-            self.progress.advance("classifiers")
             return Judged(**hit)
         out = self.judge(data, seed)
         if self.cache:
