@@ -32,6 +32,7 @@ def command(
     cache: Annotated[Optional[Path], option(P, "cache")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Leave evaluate.cache out of this run: every real-only classifier is trained afresh and nothing is kept.")] = False,
     threads: Annotated[Optional[int], option(P, "threads")] = None,
+    workers: Annotated[Optional[int], option(P, "workers")] = None,
     params: Annotated[Path, PARAMS_OPTION] = Path("params.yaml"),
 ) -> None:
     """Train a fixed small CNN on the export, real subsets and ranked/unranked sets; test on real data."""

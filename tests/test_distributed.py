@@ -15,7 +15,8 @@ from pipeline.shared.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
-TRAIN = {"batch_size": 16, "z_dim": 8, "g_channels": 8, "d_channels": 8, "embed_dim": 4, "threads": 1,
+# fp32: under bf16 autocast one batch of 16 and two of 8 round differently, beyond these tolerances.
+TRAIN = {"precision": "fp32", "batch_size": 16, "z_dim": 8, "g_channels": 8, "d_channels": 8, "embed_dim": 4, "threads": 1,
          "max_steps": 4, "ema_start": 1, "checkpoint_every": 100, "spectral_norm": False, "judge_steps": 5}
 
 

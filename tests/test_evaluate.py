@@ -385,7 +385,7 @@ def test_classifier_precision_auto_falls_back_to_fp32_without_native_bf16(monkey
         assert dev.resolve_precision("auto", cpu, cpu_auto="bf16") == "fp32"
         assert dev.resolve_precision("auto", cpu, cpu_auto="bf16") == "fp32"
     assert [r.getMessage() for r in caplog.records].count(
-        "this CPU has no native bf16 (AVX512-BF16/AMX): the classifiers train in fp32") == 1
+        "this CPU has no native bf16 (AVX512-BF16/AMX): training runs in fp32") == 1
 
 
 def test_the_classifier_learns_as_well_in_bf16_as_in_fp32() -> None:
@@ -428,3 +428,25 @@ def test_real_only_classifiers_are_read_back_from_the_cache(tmp_path: Path, pipe
     assert {k: v for k, v in again.metrics.items() if k not in drop} == {k: v for k, v in first.metrics.items() if k not in drop}
     assert run("more-steps", gain_steps=4).cached == "3 of 5"      # the gain arms' key holds their steps
     assert run("off", cache=None).cached == ""
+
+
+def test_classifiers_in_worker_processes_give_the_in_process_metrics(tmp_path: Path, pipeline_dirs: dict[str, Path]) -> None:
+    """Every classifier trained in one-thread worker processes scores exactly as it does in this process on one thread."""
+    from pipeline.evaluate import evaluate
+    from pipeline.shared.config import EvaluateParams
+    from pipeline.shared.workers import usable_cores
+
+    workers = max(2, usable_cores())   # one thread per worker: the same float sums as threads=1 here
+
+    def run(name: str, n: int) -> dict:
+        params = EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"], checkpoint=pipeline_dirs["ckpt"],
+                                out=tmp_path / name, metrics=tmp_path / f"{name}.json", steps=3, feature_steps=4,
+                                gain_steps=3, seeds=2, batch_size=16, fractions=[0.5], rules=["unranked", "filter"],
+                                compare_count=12, feature_samples=20, threads=1, cache=None, precision="fp32", workers=n)
+        return evaluate.run(params).metrics
+
+    one, many = run("one", 1), run("many", workers)
+    assert one["classifier_workers"] == 1 and many["classifier_workers"] == workers
+    drop = {"seconds", "classifier_workers"}
+    assert {k: v for k, v in many.items() if k not in drop} == {k: v for k, v in one.items() if k not in drop}
+    assert "ranking" in many and "50pct" in many["gain"]

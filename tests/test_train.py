@@ -169,3 +169,26 @@ def test_diffaugment_trains_and_resumes(tmp_path: Path, crop_dir: Path) -> None:
     assert summary.steps == 5
     with pytest.raises(Exception, match="diffaugment"):
         TrainParams(diffaugment="colour")
+
+
+def test_g_step_skips_d_weight_gradients_and_trains_exactly_as_before(crop_dir: Path) -> None:
+    """G's step freezes D's weights (their gradients were thrown away): the same losses and weights, D trainable after."""
+    from pipeline.shared.config import TrainParams
+    from pipeline.train.dataset import load_training_data
+    from pipeline.train.train import Trainer
+
+    params = TrainParams(input=crop_dir, batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1)
+    data = load_training_data(crop_dir, torch.device("cpu"))
+    frozen, plain = (Trainer(params, data, torch.device("cpu"), "fp32") for _ in range(2))
+    plain.d.requires_grad_ = lambda requires_grad=True: plain.d   # type: ignore[method-assign]  # the old step
+    seen: list[bool] = []
+    frozen.d.register_forward_hook(lambda m, i, o: seen.append(any(p.requires_grad for p in m.parameters())))
+    order = torch.arange(len(data.images))
+    rows = [(frozen.train_step(order[i * 16:(i + 1) * 16]), plain.train_step(order[i * 16:(i + 1) * 16])) for i in range(3)]
+    assert all(a == b for a, b in rows)
+    for a, b in zip(frozen.g.state_dict().values(), plain.g.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(frozen.d.state_dict().values(), plain.d.state_dict().values()):
+        assert torch.equal(a, b)
+    assert seen == [True, True, False] * 3     # D on real, on fake (trainable), then in G's step (frozen)
+    assert all(p.requires_grad for p in frozen.d.parameters())

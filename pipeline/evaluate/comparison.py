@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, mean_std
+from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, Pending, mean_std
 from pipeline.generate.calibration import CalibrationData, calibration_data
 from pipeline.generate.ranking import prepare_rule, selector_stats
 from pipeline.generate.sampling import Entry, Sampler, candidate_batches
@@ -49,7 +49,7 @@ class CandidatePool:
 class RuleResult:
     """One rule's kept set of one pool: how the yardstick judged it and what the rule reported."""
 
-    judged: Judged
+    judged: Pending[Judged]
     stats: dict[str, Any]
     kept_score_mean: float
     discarded_score_mean: float | None
@@ -61,6 +61,9 @@ class RuleRun:
 
     pool: CandidatePool
     results: dict[str, RuleResult]
+
+    def judged(self, rule: str) -> Judged:
+        return self.results[rule].judged.get()
 
 
 def make_sampler(gen: GenerateParams, num_classes: int, device: torch.device) -> Sampler:
@@ -141,7 +144,7 @@ def ranking_metrics(rules: list[str], runs: list[RuleRun], gen: GenerateParams) 
     """ranking.<rule>.{cas, fd, precision, recall}(_std) over seeds, the winners, and ranked vs unranked."""
     ranking: dict[str, Any] = {}
     for rule in rules:
-        js = [r.results[rule].judged for r in runs]
+        js = [r.judged(rule) for r in runs]
         row: dict[str, Any] = {}
         row.update(mean_std("cas", [j.accuracy for j in js]))
         for name in ("fd", "precision", "recall"):

@@ -41,7 +41,7 @@ import torch
 
 from pipeline.evaluate.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.evaluate.reliability import reliability_report
-from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, augmented_mix, mean_std, random_subset, stratified_subset
+from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, Pending, augmented_mix, mean_std, random_subset, stratified_subset
 from pipeline.generate.calibration import held_out_positions
 from pipeline.shared.checkpoint import load_checkpoint
 from pipeline.shared.config import EvaluateParams, GenerateParams, to_jsonable
@@ -53,6 +53,7 @@ from pipeline.shared.manifest import path_inside
 from pipeline.shared.ownership import claim_out, drop_unrewritten
 from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.variety import class_variety, variety_report
+from pipeline.shared.workers import usable_cores
 
 log = logging.getLogger(__name__)
 COLUMNS = ("real_reference", "export", "unranked", "filter", "topk", "drs", "mh")
@@ -207,35 +208,45 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
 
     seeds = [params.seed + i for i in range(params.seeds)]
-    judge = Judge(params, test, num_classes, device, progress)
+    workers = classifier_workers(params.workers, device)
+    metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
+                               "real_train_images": len(real), "train_images": len(export), "seeds": seeds,
+                               "classifier_workers": workers}
     progress.start("classifiers", total=1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules)),
                    description="train classifiers")
-    metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
-                               "real_train_images": len(real), "train_images": len(export), "seeds": seeds}
-
-    # One feature space for every seed: the fixed CNN trained on all real training images.
-    acc_all = judge.fit_real_features(real, params.feature_steps, params.seed)
-    metrics["real_accuracy_all"] = round(acc_all, 4)
-    metrics["classifier_precision"] = judge.cfg.precision
-
-    results: dict[str, list[Judged]] = {name: [] for name in ("export", "real_reference")}
-    gains: dict[str, dict[str, list[float]]] = {}
-    n_ref = min(len(export), len(real))
-    sampler = make_sampler(gen, num_classes, device) if rules else None
-    rule_runs = []
-    for seed in seeds:
-        results["export"].append(judge.judge(export, seed))
-        results["real_reference"].append(judge.judge_real(real.take(random_subset(len(real), n_ref, seed + 17)), seed))
-        for fraction in params.fractions:
-            subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
-            acc_small = judge.fit_real_accuracy(subset, params.gain_steps, seed)
-            _, acc_aug, _ = judge.fit(augmented_mix(subset, export, params.real_share), params.gain_steps, seed=seed)
-            g = gains.setdefault(f"{fraction * 100:g}pct", {"real_images": [], "real": [], "augmented": [], "gain": []})
-            for key, value in (("real_images", len(subset)), ("real", acc_small), ("augmented", acc_aug),
-                               ("gain", acc_aug - acc_small)):
-                g[key].append(value)
-        if sampler is not None:
-            rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
+    with Judge(params, test, num_classes, device, progress, workers) as judge:
+        # Every classifier is submitted first (to the worker processes, when there are several),
+        # every result read after. One feature space for every seed: the fixed CNN trained on
+        # all real training images.
+        acc_all = judge.fit_real_features(real, params.feature_steps, params.seed)
+        pending: dict[str, list[Pending[Judged]]] = {name: [] for name in ("export", "real_reference")}
+        pending_gains: dict[str, list[tuple[int, Pending[float], Pending[Any]]]] = {}
+        n_ref = min(len(export), len(real))
+        sampler = make_sampler(gen, num_classes, device) if rules else None
+        rule_runs = []
+        for seed in seeds:
+            pending["export"].append(judge.judge(export, seed))
+            pending["real_reference"].append(judge.judge_real(real.take(random_subset(len(real), n_ref, seed + 17)), seed))
+            for fraction in params.fractions:
+                subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
+                pending_gains.setdefault(f"{fraction * 100:g}pct", []).append((
+                    len(subset), judge.fit_real_accuracy(subset, params.gain_steps, seed),
+                    judge.fit(augmented_mix(subset, export, params.real_share), params.gain_steps, seed=seed)))
+            if sampler is not None:
+                rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
+        metrics["real_accuracy_all"] = round(acc_all.get(), 4)
+        metrics["classifier_precision"] = judge.cfg.precision
+        results: dict[str, list[Judged]] = {name: [p.get() for p in ps] for name, ps in pending.items()}
+        gains: dict[str, dict[str, list[float]]] = {}
+        for name, arms in pending_gains.items():
+            g = gains[name] = {"real_images": [], "real": [], "augmented": [], "gain": []}
+            for n_real, real_arm, mixed_arm in arms:
+                acc_small, acc_aug = real_arm.get(), mixed_arm.get()[0]
+                for key, value in (("real_images", n_real), ("real", acc_small), ("augmented", acc_aug),
+                                   ("gain", acc_aug - acc_small)):
+                    g[key].append(value)
+        for rule in rules:
+            results[rule] = [run_.judged(rule) for run_ in rule_runs]
     progress.finish("classifiers")
 
     metrics.update(mean_std("cas", [j.accuracy for j in results["export"]]))
@@ -253,8 +264,6 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
                        for name, g in gains.items()}
     pool: CandidatePool | None = None
     if rule_runs:
-        for rule in rules:
-            results[rule] = [run_.results[rule].judged for run_ in rule_runs]
         metrics.update(ranking_metrics(rules, rule_runs, gen))
         pool = rule_runs[0].pool
 
@@ -277,6 +286,13 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     write_json(params.metrics, metrics)
     drop_unrewritten(out, earlier)  # no plot of an earlier run's rules stays behind
     return summary
+
+
+def classifier_workers(workers: int, device: torch.device) -> int:
+    """evaluate.workers resolved: 0 is one process per usable core on a CPU; always 1 on CUDA."""
+    if device.type != "cpu":
+        return 1
+    return workers or usable_cores()
 
 
 def _average(judged: list[Judged]) -> Judged:

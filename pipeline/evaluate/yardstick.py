@@ -14,18 +14,21 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 import torch
 
 from pipeline.evaluate.fidelity import frechet_distance, precision_recall
 from pipeline.shared import classifier as classifier_module
-from pipeline.shared.classifier import SmallCNN, TrainConfig, accuracy, features, predict, train_classifier
+from pipeline.shared.classifier import SmallCNN, TrainConfig, features, fit_and_test
 from pipeline.shared.config import EvaluateParams
 from pipeline.shared.device import resolve_precision
 from pipeline.shared.io import atomic_path, read_json, write_json
 from pipeline.shared.progress import Progress
+from pipeline.shared.workers import process_pool, usable_cores
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,26 +141,76 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:32]
 
 
+class Pending(Generic[T]):
+    """A result that may still be computing in a worker process: `get()` waits for it once, then keeps it."""
+
+    def __init__(self, compute: Callable[[], T]) -> None:
+        self._compute: Callable[[], T] | None = compute
+        self._value: T | None = None
+
+    @classmethod
+    def ready(cls, value: T) -> "Pending[T]":
+        out: Pending[T] = cls(lambda: value)
+        out.get()
+        return out
+
+    def get(self) -> T:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        return self._value  # type: ignore[return-value]
+
+
 class Judge:
-    """Trains the fixed classifier on a set and measures it against the real test set."""
+    """Trains the fixed classifier on a set and measures it against the real test set.
+
+    With `workers` > 1 (a CPU run) each classifier trains in one of that many worker processes
+    of one thread each: these small CNNs use two cores at ~76% in one process, and two
+    one-thread processes side by side nearly fully (bench/RESULTS.md). Every method returns a
+    `Pending` at once, so the caller submits all the work first and reads the results after;
+    the features (FD, precision/recall) are computed in this process when a result is read.
+    """
 
     def __init__(self, params: EvaluateParams, test: LabelledSet, num_classes: int, device: torch.device,
-                 progress: Progress) -> None:
+                 progress: Progress, workers: int = 1) -> None:
         self.params, self.test, self.k, self.device, self.progress = params, test, num_classes, device, progress
         self.cfg = TrainConfig(steps=params.steps, batch_size=params.batch_size, lr=params.lr, seed=params.seed,
                                precision=resolve_precision(params.precision, device, cpu_auto="bf16"))
+        self.workers = workers if device.type == "cpu" else 1
+        self.pool = process_pool(self.workers) if self.workers > 1 else None
+        self.worker_threads = max(1, usable_cores() // self.workers)
         self.feature_model: Any = None
         self.feature_key = ""
+        self._features_ready: Pending[float] | None = None
         self.real_features = np.empty(0)
         self.real_feature_labels = np.empty(0, np.int64)
         self.cache = RealCache(params.cache, test) if params.cache else None
 
-    def fit(self, data: LabelledSet, steps: int | None = None, seed: int | None = None) -> tuple[Any, float, list[float]]:
-        cfg = self._cfg(steps, seed)
-        model = train_classifier(data.images, torch.from_numpy(data.labels), self.k, cfg, self.device)
-        acc, per_class = accuracy(predict(model, self.test.images, device=self.device), self.test.labels, self.k)
-        self.progress.advance("classifiers")
-        return model, acc, per_class
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> "Judge":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def fit(self, data: LabelledSet, steps: int | None = None, seed: int | None = None,
+            keep_state: bool = False) -> Pending[tuple[float, list[float], dict | None]]:
+        """(accuracy, per-class accuracy, weights if `keep_state`) of the classifier trained on `data`."""
+        args = (data.images, torch.from_numpy(data.labels), self.k, self._cfg(steps, seed),
+                self.test.images, self.test.labels, keep_state)
+        if self.pool is None:
+            out = fit_and_test(*args, device=self.device)
+            self.progress.advance("classifiers")
+            return Pending.ready(out)
+        future = self.pool.submit(fit_and_test, *args, threads=self.worker_threads)
+
+        def wait() -> tuple[float, list[float], dict | None]:
+            out = future.result()
+            self.progress.advance("classifiers")
+            return out
+        return Pending(wait)
 
     def _cfg(self, steps: int | None, seed: int | None) -> TrainConfig:
         return TrainConfig(**{**self.cfg.__dict__, **({"steps": steps} if steps else {}),
@@ -168,49 +221,67 @@ class Judge:
         """(cache key, stored result or None); a hit counts as a classifier done for the progress bar."""
         if not self.cache:
             return "", None
-        key = self.cache.key(kind, data, cfg, extra)
+        # The thread count changes a classifier's float sums, so results differ in the last digits.
+        threads = self.worker_threads if self.pool is not None else torch.get_num_threads()
+        key = self.cache.key(kind, data, cfg, f"{extra}:threads={threads}")
         hit = self.cache.get(key)
         if hit is not None:
             self.progress.advance("classifiers")
         return key, hit
 
-    def fit_real_features(self, real: LabelledSet, steps: int, seed: int) -> float:
+    def fit_real_features(self, real: LabelledSet, steps: int, seed: int) -> Pending[float]:
         """Train (or read back) the all-real classifier, make its features the feature space; its accuracy."""
         cfg = self._cfg(steps, seed)
         key, hit = self._lookup("features", real, cfg)
-        if hit is not None:
-            model = SmallCNN(real.images.shape[1], self.k, cfg.width)
-            model.load_state_dict(self.cache.state(key))
-            model = model.to(self.device, memory_format=torch.channels_last).eval()
-            acc = float(hit["accuracy"])
-        else:
-            model, acc, _ = self.fit(real, steps, seed)
-            if self.cache:
-                self.cache.put(key, {"accuracy": acc}, {k: v.cpu() for k, v in model.state_dict().items()})
         self.feature_key = key
-        self.set_feature_model(model)
-        return acc
+        if hit is not None:
+            self._set_state(self.cache.state(key), real.images.shape[1], cfg.width)
+            self._features_ready = Pending.ready(float(hit["accuracy"]))
+            return self._features_ready
+        fitted = self.fit(real, steps, seed, keep_state=True)
 
-    def fit_real_accuracy(self, data: LabelledSet, steps: int, seed: int) -> float:
+        def finish() -> float:
+            acc, _, state = fitted.get()
+            if self.cache:
+                self.cache.put(key, {"accuracy": acc}, state)
+            self._set_state(state, real.images.shape[1], cfg.width)
+            return acc
+        self._features_ready = Pending(finish)
+        return self._features_ready
+
+    def _set_state(self, state: dict[str, Any], channels: int, width: int) -> None:
+        model = SmallCNN(channels, self.k, width)
+        model.load_state_dict(state)
+        self.set_feature_model(model.to(self.device, memory_format=torch.channels_last).eval())
+
+    def fit_real_accuracy(self, data: LabelledSet, steps: int, seed: int) -> Pending[float]:
         """Accuracy of a classifier of real images alone (a gain's baseline arm), from the cache when there."""
         key, hit = self._lookup("accuracy", data, self._cfg(steps, seed))
         if hit is not None:
-            return float(hit["accuracy"])
-        _, acc, _ = self.fit(data, steps, seed=seed)
-        if self.cache:
-            self.cache.put(key, {"accuracy": acc})
-        return acc
+            return Pending.ready(float(hit["accuracy"]))
+        fitted = self.fit(data, steps, seed=seed)
 
-    def judge_real(self, data: LabelledSet, seed: int) -> Judged:
+        def finish() -> float:
+            acc = fitted.get()[0]
+            if self.cache:
+                self.cache.put(key, {"accuracy": acc})
+            return acc
+        return Pending(finish)
+
+    def judge_real(self, data: LabelledSet, seed: int) -> Pending[Judged]:
         """`judge` of a set of real images (the real reference), from the cache when there."""
         extra = f"{self.feature_key}:{self.params.feature_samples}:{self.params.k}:{self.params.seed}"
         key, hit = self._lookup("judged", data, self._cfg(None, seed), extra)
         if hit is not None:
-            return Judged(**hit)
-        out = self.judge(data, seed)
-        if self.cache:
-            self.cache.put(key, dataclasses.asdict(out))
-        return out
+            return Pending.ready(Judged(**hit))
+        judged = self.judge(data, seed)
+
+        def finish() -> Judged:
+            out = judged.get()
+            if self.cache:
+                self.cache.put(key, dataclasses.asdict(out))
+            return out
+        return Pending(finish)
 
     def set_feature_model(self, model: Any) -> None:
         self.feature_model = model
@@ -218,8 +289,14 @@ class Judge:
         self.real_features = features(model, self.test.images[torch.from_numpy(idx)], device=self.device)
         self.real_feature_labels = self.test.labels[idx]
 
-    def judge(self, data: LabelledSet, seed: int | None = None) -> Judged:
-        _, acc, per_class = self.fit(data, seed=seed)
+    def judge(self, data: LabelledSet, seed: int | None = None) -> Pending[Judged]:
+        """Accuracy of the classifier trained on `data`, and `data`'s FD and precision/recall in the feature space."""
+        fitted = self.fit(data, seed=seed)
+        return Pending(lambda: self._measure(data, *fitted.get()[:2]))
+
+    def _measure(self, data: LabelledSet, acc: float, per_class: list[float]) -> Judged:
+        if self._features_ready is not None:
+            self._features_ready.get()
         out = Judged(acc, per_class)
         idx = random_subset(len(data), self.params.feature_samples, self.params.seed + 13)
         feats = features(self.feature_model, data.images[torch.from_numpy(idx)], device=self.device)

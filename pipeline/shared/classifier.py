@@ -116,6 +116,22 @@ def accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[fl
     return overall, per_class
 
 
+def fit_and_test(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: TrainConfig,
+                 test_images: torch.Tensor, test_labels: np.ndarray, keep_state: bool = False, threads: int = 0,
+                 device: torch.device = torch.device("cpu")) -> tuple[float, list[float], dict | None]:
+    """Train the fixed CNN and test it: (accuracy, per-class accuracy, its weights when `keep_state`).
+
+    Runs in evaluate's worker processes too (hence plain arguments and results); `threads` > 0
+    sets this process's torch threads first.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    model = train_classifier(images, labels, num_classes, cfg, device)
+    acc, per_class = accuracy(predict(model, test_images, device=device), test_labels, num_classes)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if keep_state else None
+    return acc, per_class, state
+
+
 # --- the label judge: a classifier of the real training split, kept with the GAN ---------------
 
 

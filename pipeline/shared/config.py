@@ -198,7 +198,7 @@ class TrainParams(_Section):
     label_sampling: Literal["source", "balanced"] = Field("source", description="Labels of G's training samples: drawn with the training split's class frequencies (source), or uniformly (balanced).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at each epoch end).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU for the GAN; the label judge trains in bf16 where the CPU has native bf16.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 (said once); the GAN and the label judge alike.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
     compile: bool = Field(False, description="torch.compile G and D (a minute of compiling; pays off on long GPU runs).")
     grid_per_class: int = Field(10, ge=1, le=32, description="Samples per class (row) in the epoch grids.")
@@ -276,6 +276,7 @@ class EvaluateParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     cache: Optional[Path] = Field(Path("data/.evaluate-cache"), description="Results of the classifiers trained on real images alone (they do not depend on the export), kept between runs keyed by all they depend on; outside `out`, which DVC deletes; safe to delete; null = off.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="The classifiers' training precision. auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
+    workers: int = Field(0, ge=0, description="Processes training the classifiers side by side on a CPU, one thread each (0 = one per usable core; 1 = in this process, on `threads` threads). Results differ from a 1-worker run in the last digits only (thread count changes float sums).")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
 
     @field_validator("fractions")
