@@ -450,3 +450,14 @@ def test_classifiers_in_worker_processes_give_the_in_process_metrics(tmp_path: P
     drop = {"seconds", "classifier_workers"}
     assert {k: v for k, v in many.items() if k not in drop} == {k: v for k, v in one.items() if k not in drop}
     assert "ranking" in many and "50pct" in many["gain"]
+
+
+def test_auto_workers_are_one_per_core_capped_by_the_classifiers_and_eight() -> None:
+    from pipeline.evaluate.evaluate import MAX_AUTO_WORKERS, classifier_workers
+    from pipeline.shared.workers import usable_cores
+
+    cpu = torch.device("cpu")
+    assert classifier_workers(0, cpu, 100) == min(usable_cores(), MAX_AUTO_WORKERS) == min(usable_cores(), 8)
+    assert classifier_workers(0, cpu, 1) == 1          # one classifier: no pool
+    assert classifier_workers(3, cpu, 1) == 3          # an explicit value is the user's
+    assert classifier_workers(0, torch.device("cuda"), 100) == 1

@@ -208,12 +208,12 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
 
     seeds = [params.seed + i for i in range(params.seeds)]
-    workers = classifier_workers(params.workers, device)
+    classifiers = 1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules))
+    workers = classifier_workers(params.workers, device, classifiers)
     metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
                                "real_train_images": len(real), "train_images": len(export), "seeds": seeds,
                                "classifier_workers": workers}
-    progress.start("classifiers", total=1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules)),
-                   description="train classifiers")
+    progress.start("classifiers", total=classifiers, description="train classifiers")
     with Judge(params, test, num_classes, device, progress, workers) as judge:
         # Every classifier is submitted first (to the worker processes, when there are several),
         # every result read after. One feature space for every seed: the fixed CNN trained on
@@ -288,11 +288,15 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     return summary
 
 
-def classifier_workers(workers: int, device: torch.device) -> int:
-    """evaluate.workers resolved: 0 is one process per usable core on a CPU; always 1 on CUDA."""
+MAX_AUTO_WORKERS = 8   # each worker holds its own torch and copies of the data: a 64-core box must not start 64
+
+
+def classifier_workers(workers: int, device: torch.device, jobs: int) -> int:
+    """evaluate.workers resolved: 0 is one process per usable core on a CPU (at most 8, and no more than
+    there are classifiers to train); always 1 on CUDA."""
     if device.type != "cpu":
         return 1
-    return workers or usable_cores()
+    return workers or max(1, min(usable_cores(), jobs, MAX_AUTO_WORKERS))
 
 
 def _average(judged: list[Judged]) -> Judged:
