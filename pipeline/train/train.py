@@ -276,7 +276,7 @@ class Trainer:
         if self.diffaug:
             group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
             x = diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
-        return (d or self.d_train)(x, y)
+        return (self.d_train if d is None else d)(x, y)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
@@ -299,7 +299,7 @@ class Trainer:
             self.opt_d.step()
         z, y_fake = self._noise(n)
         # G's step needs D's gradients with respect to its input only: D's weight gradients would
-        # be thrown away by the next D step's zero_grad, and cost a third of the step's time.
+        # be thrown away by the next D step's zero_grad (~5% of a step: bench/bench_gan_step.py).
         # Under DDP the unwrapped D runs it (a DDP module whose weights get no gradient stalls).
         self.d.requires_grad_(False)
         try:
