@@ -164,7 +164,7 @@ class Judge:
     """Trains the fixed classifier on a set and measures it against the real test set.
 
     With `workers` > 1 (a CPU run) each classifier trains in one of that many worker processes
-    of one thread each: these small CNNs use two cores at ~76% in one process, and two
+    (cores / workers threads each, one on this 2-core VM): these small CNNs use two cores at ~76% in one process, and two
     one-thread processes side by side nearly fully (bench/RESULTS.md). Every method returns a
     `Pending` at once, so the caller submits all the work first and reads the results after;
     the features (FD, precision/recall) are computed in this process when a result is read.

@@ -276,7 +276,7 @@ class EvaluateParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     cache: Optional[Path] = Field(Path("data/.evaluate-cache"), description="Results of the classifiers trained on real images alone (they do not depend on the export), kept between runs keyed by all they depend on; outside `out`, which DVC deletes; safe to delete; null = off.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="The classifiers' training precision. auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
-    workers: int = Field(0, ge=0, description="Processes training the classifiers side by side on a CPU, one thread each (0 = one per usable core, at most 8; 1 = in this process, on `threads` threads). Results differ from a 1-worker run in the last digits only (thread count changes float sums).")
+    workers: int = Field(0, ge=0, description="Processes training the classifiers side by side on a CPU, each on cores / workers threads (0 = one per usable core, at most 8 and no more than the classifiers; 1 = in this process, on `threads` threads). Results differ from a 1-worker run in the last digits only (thread count changes float sums).")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
 
     @field_validator("fractions")
