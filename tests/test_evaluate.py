@@ -461,3 +461,32 @@ def test_auto_workers_are_one_per_core_capped_by_the_classifiers_and_eight() -> 
     assert classifier_workers(0, cpu, 1) == 1          # one classifier: no pool
     assert classifier_workers(3, cpu, 1) == 3          # an explicit value is the user's
     assert classifier_workers(0, torch.device("cuda"), 100) == 1
+
+
+def test_a_gain_arm_built_in_a_worker_trains_on_the_mix_evaluate_would_build() -> None:
+    """`Judge.fit_mix` sends the subset and the export and mixes them in the worker: the same result
+    as training on `augmented_mix` built here (which evaluate no longer holds for every arm)."""
+    from pipeline.evaluate.yardstick import Judge, LabelledSet, augmented_mix
+    from pipeline.shared.classifier import fit_and_test
+    from pipeline.shared.config import EvaluateParams
+    from pipeline.shared.progress import SILENT
+
+    rng = np.random.default_rng(0)
+
+    def labelled(n: int) -> LabelledSet:
+        return LabelledSet(torch.from_numpy(rng.integers(0, 256, (n, 1, 32, 32), dtype=np.uint8)),
+                           rng.integers(0, 3, n).astype(np.int64))
+    real, export, test = labelled(12), labelled(60), labelled(30)
+    params = EvaluateParams(cache=None, steps=3, batch_size=16, precision="fp32")
+    with Judge(params, test, 3, torch.device("cpu"), SILENT, workers=2) as judge:
+        assert judge.pool is not None
+        pending = judge.fit_mix(real, export, 0.5, steps=3, seed=1)
+        mixed = augmented_mix(real, export, 0.5)
+        assert len(mixed) == 60 + 12 * 5      # the subset repeated to half the set
+        threads = torch.get_num_threads()
+        try:   # the worker's thread count here too: the same float sums
+            here = fit_and_test(mixed.images, torch.from_numpy(mixed.labels), 3, judge._cfg(3, 1), test.images,
+                                test.labels, threads=judge.worker_threads)
+        finally:
+            torch.set_num_threads(threads)
+        assert pending.get()[:2] == here[:2]

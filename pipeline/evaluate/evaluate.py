@@ -41,7 +41,7 @@ import torch
 
 from pipeline.evaluate.comparison import CandidatePool, compare_rules, make_sampler, ranking_metrics, render
 from pipeline.evaluate.reliability import reliability_report
-from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, Pending, augmented_mix, mean_std, random_subset, stratified_subset
+from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, Pending, mean_std, random_subset, stratified_subset
 from pipeline.generate.calibration import held_out_positions
 from pipeline.shared.checkpoint import load_checkpoint
 from pipeline.shared.config import EvaluateParams, GenerateParams, to_jsonable
@@ -231,7 +231,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
                 subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
                 pending_gains.setdefault(f"{fraction * 100:g}pct", []).append((
                     len(subset), judge.fit_real_accuracy(subset, params.gain_steps, seed),
-                    judge.fit(augmented_mix(subset, export, params.real_share), params.gain_steps, seed=seed)))
+                    judge.fit_mix(subset, export, params.real_share, params.gain_steps, seed=seed)))
             if sampler is not None:
                 rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
         metrics["real_accuracy_all"] = round(acc_all.get(), 4)

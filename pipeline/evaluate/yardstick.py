@@ -86,6 +86,19 @@ def augmented_mix(real: LabelledSet, synthetic: LabelledSet, real_share: float |
     return real.take(np.tile(np.arange(len(real)), reps)) + synthetic
 
 
+def fit_mix_and_test(real: LabelledSet, synthetic: LabelledSet, real_share: float | None, num_classes: int,
+                     cfg: TrainConfig, test_images: torch.Tensor, test_labels: np.ndarray, threads: int = 0,
+                     device: torch.device = torch.device("cpu")) -> tuple[float, list[float], dict | None]:
+    """`fit_and_test` of `augmented_mix(real, synthetic, real_share)`, the mix built here.
+
+    A gain arm's mix is the export plus the real subset repeated: built where the classifier
+    trains (a worker process), evaluate holds one export however many arms wait for a worker.
+    """
+    mixed = augmented_mix(real, synthetic, real_share)
+    return fit_and_test(mixed.images, torch.from_numpy(mixed.labels), num_classes, cfg, test_images, test_labels,
+                        threads=threads, device=device)
+
+
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> np.ndarray:
     """`fraction` of the images, the same share of every class (at least one each), by seed."""
     rng = np.random.default_rng(seed)
@@ -200,11 +213,22 @@ class Judge:
         """(accuracy, per-class accuracy, weights if `keep_state`) of the classifier trained on `data`."""
         args = (data.images, torch.from_numpy(data.labels), self.k, self._cfg(steps, seed),
                 self.test.images, self.test.labels, keep_state)
+        return self._run(fit_and_test, args)
+
+    def fit_mix(self, real: LabelledSet, synthetic: LabelledSet, real_share: float | None, steps: int | None = None,
+                seed: int | None = None) -> Pending[tuple[float, list[float], dict | None]]:
+        """`fit` of `augmented_mix(real, synthetic, real_share)`, the mix built by the process that trains on it."""
+        args = (real, synthetic, real_share, self.k, self._cfg(steps, seed), self.test.images, self.test.labels)
+        return self._run(fit_mix_and_test, args)
+
+    def _run(self, fn: Callable[..., tuple[float, list[float], dict | None]],
+             args: tuple) -> Pending[tuple[float, list[float], dict | None]]:
+        """`fn(*args)` here (one worker) or in the worker pool; counted on the progress bar when done."""
         if self.pool is None:
-            out = fit_and_test(*args, device=self.device)
+            out = fn(*args, device=self.device)
             self.progress.advance("classifiers")
             return Pending.ready(out)
-        future = self.pool.submit(fit_and_test, *args, threads=self.worker_threads)
+        future = self.pool.submit(fn, *args, threads=self.worker_threads)
 
         def wait() -> tuple[float, list[float], dict | None]:
             out = future.result()
