@@ -22,6 +22,7 @@ def command(
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
     lr_g: Annotated[Optional[float], option(P, "lr_g")] = None,
     lr_d: Annotated[Optional[float], option(P, "lr_d")] = None,
+    r1_gamma: Annotated[Optional[float], option(P, "r1_gamma")] = None,
     mbstd_by_class: Annotated[Optional[bool], option(P, "mbstd_by_class", "--mbstd-by-class/--mbstd-mixed")] = None,
     judge_steps: Annotated[Optional[int], option(P, "judge_steps")] = None,
     checkpoint_every: Annotated[Optional[int], option(P, "checkpoint_every")] = None,

@@ -192,3 +192,32 @@ def test_g_step_skips_d_weight_gradients_and_trains_exactly_as_before(crop_dir: 
         assert torch.equal(a, b)
     assert seen == [True, True, False] * 3     # D on real, on fake (trainable), then in G's step (frozen)
     assert all(p.requires_grad for p in frozen.d.parameters())
+
+
+def test_r1_flattens_d_at_the_real_images_and_runs_on_every_nth_step(crop_dir: Path) -> None:
+    """`r1_gamma` penalises D's slope at real images (lazily, every `r1_every`-th step); 0 leaves the step as it was."""
+    from pipeline.shared.data import to_float
+    from pipeline.train.dataset import load_training_data
+    from pipeline.train.train import Trainer
+
+    params = TrainParams(input=crop_dir, batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1,
+                         lr_d=0.005)
+    data = load_training_data(crop_dir, torch.device("cpu"))
+    plain = Trainer(params, data, torch.device("cpu"), "fp32")
+    r1 = Trainer(params.model_copy(update={"r1_gamma": 10.0, "r1_every": 2}), data, torch.device("cpu"), "fp32")
+    order = torch.arange(len(data.images))
+    plain.step = r1.step = 1                                 # not an R1 step: exactly the plain step
+    assert plain.train_step(order[:16]) == r1.train_step(order[:16])
+    plain.step = r1.step = 2                                 # an R1 step: the penalty is in D's loss
+    a, b = plain.train_step(order[16:32]), r1.train_step(order[16:32])
+    assert b[0] > a[0] and a[2:] == b[2:]                    # same logits (same D before the step), larger loss
+    for step in range(3, 14):
+        plain.step = r1.step = step
+        batch = order[(step % 4) * 16:(step % 4 + 1) * 16]
+        plain.train_step(batch), r1.train_step(batch)
+
+    def slope(t: Trainer) -> float:
+        x = to_float(data.images[:32]).requires_grad_(True)
+        grad, = torch.autograd.grad(t.d(x, data.labels[:32]).sum(), x)
+        return float(grad.square().sum(dim=(1, 2, 3)).mean())
+    assert slope(r1) < 0.5 * slope(plain)

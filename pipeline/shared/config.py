@@ -186,6 +186,8 @@ class TrainParams(_Section):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
     gp_weight: float = Field(10.0, ge=0, description="Gradient-penalty weight for wgan-gp.")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 penalty (Mescheder et al. 2018): gamma/2 x the squared gradient of D's logit with respect to real images, added to D's loss (0 = off).")
+    r1_every: int = Field(4, ge=1, description="Apply R1 on every N-th step, scaled by N (lazy regularisation, StyleGAN2): the same penalty on average for 1/N of its cost.")
     spectral_norm: bool = Field(False, description="Spectral normalisation in D instead of batch norm (wgan-gp uses neither).")
     mbstd_group: int = Field(4, ge=0, description="Minibatch-std group size in D against mode collapse (0 = off).")
     mbstd_by_class: bool = Field(True, description="Batches of one-class runs of mbstd_group images (real and generated), so minibatch-std sees the variety within a class, not between classes.")

@@ -43,3 +43,13 @@ def gradient_penalty(d: Callable[..., torch.Tensor], real: torch.Tensor, fake: t
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, gamma: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): gamma/2 x E[|grad_x D(x)|^2] over real images `real` (which require grad).
+
+    Penalising D's slope at the real data keeps D from growing steep around it, where an
+    unregularised GAN oscillates instead of converging. Summed in float32 whatever the autocast dtype.
+    """
+    grad, = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return 0.5 * gamma * grad.float().square().sum(dim=(1, 2, 3)).mean()

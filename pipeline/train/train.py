@@ -33,7 +33,7 @@ from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 from pipeline.train.dataset import TrainError, TrainingData, epoch_order, label_weights, load_training_data
 from pipeline.train.diffaugment import diff_augment
-from pipeline.train.losses import d_loss, g_loss, gradient_penalty
+from pipeline.train.losses import d_loss, g_loss, gradient_penalty, r1_penalty
 from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 
 log = logging.getLogger(__name__)
@@ -289,8 +289,12 @@ class Trainer:
             with autocast(self.device, self.precision):
                 with torch.no_grad():
                     fake = self.g_train(z, y_fake)
-                out_real, out_fake = self._d_logits(real, y_real), self._d_logits(fake, y_fake)
+                r1 = p.r1_gamma > 0 and self.step % p.r1_every == 0
+                x_real = real.detach().requires_grad_(True) if r1 else real
+                out_real, out_fake = self._d_logits(x_real, y_real), self._d_logits(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
+            if r1:
+                loss_d = loss_d + p.r1_every * r1_penalty(out_real, x_real, p.r1_gamma)
             if p.loss == "wgan-gp":
                 alpha = self._local(torch.rand(n, 1, 1, 1, generator=self.noise)).to(self.device)
                 loss_d = loss_d + p.gp_weight * gradient_penalty(self.d_train, real, fake.float(), y_real, alpha)
