@@ -45,8 +45,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=2048, help="images per variant per round")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--crop", type=Path, help="instead: the anime recipe's GAN (DiffAugment, R1 as --r1-gamma) on this "
+                                              "crop's training split, fp32 against bf16 (batch 64)")
+    ap.add_argument("--r1-gamma", type=float, default=1.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.crop:
+        anime_precisions(args)
+        return
     images, labels = fashion_images(8192, 32)
     variants = [(64, "fp32", False), (64, "fp32", True), (64, "bf16", True), (128, "fp32", True), (128, "bf16", True)]
     jobs = {v: gan_step(images, labels, *v) for v in variants}
@@ -68,6 +74,38 @@ def main() -> None:
     for batch, p, f in variants:
         rate = args.rounds * args.images / seconds[(batch, p, f)]
         print(f"| {batch} | {p} | {'frozen' if f else 'trainable (before)'} | {rate:.0f} | {rate / base:.2f}x |")
+
+
+def anime_precisions(args: argparse.Namespace) -> None:
+    """The anime recipe's GAN step (64 px RGB, 32 channels, DiffAugment per group, R1) in fp32 and bf16, alternating."""
+    from pipeline.train.dataset import load_training_data
+
+    data = load_training_data(args.crop, torch.device("cpu"))
+    params = TrainParams(batch_size=64, diffaugment="color,translation,cutout", r1_gamma=args.r1_gamma)
+    variants = ["fp32", "bf16"]
+    trainers = {p: Trainer(params.model_copy(update={"precision": p}), data, torch.device("cpu"), p) for p in variants}
+    order = torch.randperm(len(data.images))
+    steps = max(1, args.images // 64)
+    seconds = {p: 0.0 for p in variants}
+    for p, t in trainers.items():
+        for i in range(3):
+            t.train_step(order[i * 64:(i + 1) * 64])
+    for _ in range(args.rounds):
+        for p, t in trainers.items():
+            started = time.perf_counter()
+            for i in range(steps):
+                t.step = i          # R1 on every r1_every-th step, as in a run
+                j = i % (len(order) // 64)
+                t.train_step(order[j * 64:(j + 1) * 64])
+            seconds[p] += time.perf_counter() - started
+    print(f"# the anime recipe's GAN step on {args.crop} ({tuple(data.images.shape[1:])}, {len(data.images)} images), "
+          f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+          f"{args.rounds} rounds x {steps} steps, R1 gamma {args.r1_gamma}\n")
+    print("| precision | images/s | vs fp32 |\n| --- | ---: | ---: |")
+    base = args.rounds * steps * 64 / seconds["fp32"]
+    for p in variants:
+        rate = args.rounds * steps * 64 / seconds[p]
+        print(f"| {p} | {rate:.0f} | {rate / base:.2f}x |")
 
 
 if __name__ == "__main__":
