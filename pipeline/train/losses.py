@@ -44,7 +44,6 @@ def gradient_penalty(d: Callable[..., torch.Tensor], real: torch.Tensor, fake: t
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, gamma: float) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): gamma/2 x E[|grad_x D(x)|^2] over real images `real` (which require grad).
 
