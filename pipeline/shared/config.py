@@ -193,7 +193,7 @@ class TrainParams(_Section):
     mbstd_by_class: bool = Field(True, description="Batches of one-class runs of mbstd_group images (real and generated), so minibatch-std sees the variety within a class, not between classes.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the generator EMA used for sampling.")
     ema_start: int = Field(200, ge=0, description="Copy G into the EMA until this step.")
-    diffaugment: str = Field("", description="DiffAugment policies applied to every image D sees, real and generated (comma-separated: color, translation, cutout; \"\" = off). For a few thousand images or fewer, e.g. anime faces: color,translation,cutout.")
+    diffaugment: str = Field("", description="DiffAugment policies applied to every image D sees, real and generated (comma-separated: color, translation, cutout; \"\" = off). For a few thousand images or fewer, e.g. anime faces: translation,cutout (the anime recipe; color made its faces worse, docs/faces.md).")
     diffaugment_groups: bool = Field(True, description="Draw DiffAugment's random parameters once per minibatch-std group (mbstd_group consecutive images) instead of per image, so minibatch-std still sees when G draws one image for every z (false: per image, as in the paper; on anime faces G then collapsed to one face per class).")
     ema_rampup: Optional[float] = Field(0.25, gt=0, description="The EMA's half-life is at most this share of the steps since ema_start (StyleGAN's ramp-up), so a short run samples from its recent G, not from G at ema_start; null: ema_decay from the start.")
     conditional: Literal["auto", "yes", "no"] = Field("auto", description="Condition on labels (auto: when the data has 2+ classes).")
