@@ -6,7 +6,7 @@ recipe's values plus the sizes below), and prints the wall time of each stage an
 headline; sample grids per epoch, metrics and the export card are copied to `--keep`.
 
     flock /tmp/augment-cpu.lock .venv/bin/python bench/bench_anime.py --faces 2000 --epochs 90 \\
-        --diffaugment color,translation,cutout --set train.r1_gamma=1.0 --seed 0 --no-compare --keep bench/anime-run/r1-s0
+        --diffaugment translation,cutout --set train.r1_gamma=1.0 --seed 0 --no-compare --keep bench/anime-run/r1nc-s0
 
 `--style b` serves the second drawing style (tests/face_art_b.py); `--keep-crop DIR` keeps the
 crop for `--crop DIR` in later runs (seeds, ablations) without crawling again. `--workdir DIR`
