@@ -9,9 +9,11 @@ from pipeline.train.models import ModelConfig, build
 
 
 @pytest.mark.parametrize("size", [32, 64, 96, 128])
-@pytest.mark.parametrize("num_classes,channels,d_norm", [(0, 3, "spectral"), (5, 1, "batch"), (5, 3, "none")])
-def test_shapes(size: int, num_classes: int, channels: int, d_norm: str) -> None:
-    cfg = ModelConfig(size=size, channels=channels, num_classes=num_classes, z_dim=16, g_channels=8, d_channels=8, d_norm=d_norm)
+@pytest.mark.parametrize("num_classes,channels,d_norm,up", [(0, 3, "spectral", "transposed"), (5, 1, "batch", "transposed"),
+                                                            (5, 3, "none", "transposed"), (5, 3, "batch", "resize")])
+def test_shapes(size: int, num_classes: int, channels: int, d_norm: str, up: str) -> None:
+    cfg = ModelConfig(size=size, channels=channels, num_classes=num_classes, z_dim=16, g_channels=8, d_channels=8,
+                      d_norm=d_norm, g_upsample=up)
     g, d = build(cfg)
     z = torch.randn(3, 16)
     y = torch.tensor([0, 1, 2]) if num_classes else None
@@ -40,6 +42,22 @@ def test_labels_change_the_output() -> None:
 def test_bad_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="size 48"):
         ModelConfig(size=48)
+    with pytest.raises(ValueError, match="g_upsample 'bilinear' is not one of transposed, resize"):
+        ModelConfig(g_upsample="bilinear")
+
+
+def test_resize_g_upsamples_by_nearest_neighbour_then_convolves() -> None:
+    """resize: every layer that doubles the side is nearest x2 + a 3x3 convolution, and no transposed kernel is left;
+    checkpoints written before the setting existed (no g_upsample in their model_config) build the transposed G."""
+    cfg = ModelConfig(size=64, channels=3, num_classes=3, z_dim=8, g_channels=8, d_channels=8, g_upsample="resize")
+    g, _ = build(cfg)
+    ups = [m for m in g.modules() if isinstance(m, torch.nn.Upsample)]
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(ups) == len(convs) == cfg.n_up and all(m.kernel_size == (3, 3) for m in convs)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    old = {k: v for k, v in cfg.to_dict().items() if k != "g_upsample"}
+    g_old, _ = build(ModelConfig(**old))
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in g_old.modules()) == cfg.n_up
 
 
 @pytest.mark.parametrize("kind", ["bce", "lsgan", "hinge", "wgan-gp"])

@@ -26,12 +26,15 @@ class ModelConfig:
     embed_dim: int = 32
     d_norm: str = "spectral"      # spectral | batch | none
     mbstd_group: int = 4          # minibatch-std group size in D (0 = off)
+    g_upsample: str = "transposed"  # transposed (4x4 stride-2 transposed convolutions) | resize (nearest x2, then 3x3)
 
     def __post_init__(self) -> None:
         if self.size not in SUPPORTED_SIZES:
             raise ValueError(f"size {self.size} is not one of {SUPPORTED_SIZES}")
         if self.d_norm not in ("spectral", "batch", "none"):
             raise ValueError(f"d_norm {self.d_norm!r} is not one of spectral, batch, none")
+        if self.g_upsample not in ("transposed", "resize"):
+            raise ValueError(f"g_upsample {self.g_upsample!r} is not one of transposed, resize")
 
     @property
     def base(self) -> int:
@@ -111,6 +114,14 @@ class CondBatchNorm2d(nn.Module):
         return x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
+def upsample(kind: str, cin: int, cout: int, bias: bool) -> nn.Module:
+    """Double the side: DCGAN's 4x4 stride-2 transposed convolution, or nearest-neighbour x2 and a 3x3
+    convolution (Odena et al. 2016), which cannot draw the transposed kernel's checkerboard of uneven overlaps."""
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias))
+    return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -120,10 +131,8 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
         self.project = nn.Linear(in_dim, ch[0] * cfg.base * cfg.base, bias=False)
         self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes) for c in ch])
-        self.ups = nn.ModuleList(
-            [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(cfg.n_up - 1)]
-        )
-        self.to_image = nn.ConvTranspose2d(ch[-1], cfg.channels, 4, 2, 1)
+        self.ups = nn.ModuleList([upsample(cfg.g_upsample, ch[i], ch[i + 1], bias=False) for i in range(cfg.n_up - 1)])
+        self.to_image = upsample(cfg.g_upsample, ch[-1], cfg.channels, bias=True)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = y if self.cfg.num_classes else None
