@@ -20,6 +20,7 @@ def command(
     epochs: Annotated[Optional[int], option(P, "epochs")] = None,
     max_steps: Annotated[Optional[int], option(P, "max_steps")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
+    g_channels: Annotated[Optional[int], option(P, "g_channels")] = None,
     lr_g: Annotated[Optional[float], option(P, "lr_g")] = None,
     lr_d: Annotated[Optional[float], option(P, "lr_d")] = None,
     r1_gamma: Annotated[Optional[float], option(P, "r1_gamma")] = None,
