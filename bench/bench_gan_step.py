@@ -45,8 +45,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=2048, help="images per variant per round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--crop", type=Path, help="instead: the anime recipe's GAN (DiffAugment, R1 as --r1-gamma) on this "
-                                              "crop's training split, fp32 against bf16 (batch 64)")
+    ap.add_argument("--crop", type=Path, help="instead: the anime GAN as RESULTS measured it (G and D at 32 channels, "
+                                              "DiffAugment color,translation,cutout, R1 as --r1-gamma; the recipe before "
+                                              "its fifth-session changes) on this crop's training split, fp32 against bf16 (batch 64)")
     ap.add_argument("--r1-gamma", type=float, default=1.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,7 +78,8 @@ def main() -> None:
 
 
 def anime_precisions(args: argparse.Namespace) -> None:
-    """The anime recipe's GAN step (64 px RGB, 32 channels, DiffAugment per group, R1) in fp32 and bf16, alternating."""
+    """The anime GAN step as RESULTS measured it (64 px RGB, 32 channels, DiffAugment color,translation,cutout per
+    group, R1) in fp32 and bf16, alternating."""
     from pipeline.train.dataset import load_training_data
 
     data = load_training_data(args.crop, torch.device("cpu"))
