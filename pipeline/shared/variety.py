@@ -94,8 +94,13 @@ def msssim_diversity(images: np.ndarray | torch.Tensor, pairs: int = 200, seed: 
 
 def class_variety(fake: np.ndarray | torch.Tensor, fake_labels: np.ndarray, real: np.ndarray | torch.Tensor,
                   real_labels: np.ndarray, classes: list[str], max_images: int = 500,
-                  pairs: int = 200, seed: int = 0) -> list[ClassVariety]:
-    """Per class, both measures for the fake and the real images (classes without 2+ of each are skipped)."""
+                  pairs: int = 200, seed: int = 0,
+                  real_figures: dict[str, tuple[float, float]] | None = None) -> list[ClassVariety]:
+    """Per class, both measures for the fake and the real images (classes without 2+ of each are skipped).
+
+    `real_figures`, a dict the caller keeps across calls with the same real images, max_images,
+    pairs and seed (train's epoch grids), holds each class's real figures once they are measured.
+    """
     fake_labels, real_labels = np.asarray(fake_labels), np.asarray(real_labels)
     rng = np.random.default_rng(seed)
     out = []
@@ -105,9 +110,14 @@ def class_variety(fake: np.ndarray | torch.Tensor, fake_labels: np.ndarray, real
             continue
         f = np.sort(rng.choice(f, min(len(f), max_images), replace=False))
         r = np.sort(rng.choice(r, min(len(r), max_images), replace=False))
-        out.append(ClassVariety(name, pixel_spread(fake[f]), pixel_spread(real[r]),
-                                msssim_diversity(fake[f], pairs, seed), msssim_diversity(real[r], pairs, seed),
-                                len(f)))
+        if real_figures is None or name not in real_figures:
+            figures = (pixel_spread(real[r]), msssim_diversity(real[r], pairs, seed))
+            if real_figures is not None:
+                real_figures[name] = figures
+        else:
+            figures = real_figures[name]
+        out.append(ClassVariety(name, pixel_spread(fake[f]), figures[0],
+                                msssim_diversity(fake[f], pairs, seed), figures[1], len(f)))
     return out
 
 

@@ -39,6 +39,7 @@ from pipeline.train.models import Generator, ModelConfig, build, standing_stats,
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 CHECKPOINT_NAME = "checkpoint.pt"
+GRID_STAT_BATCHES = 4   # x 256 samples: batch-norm statistics for the epoch grids (generate uses 16)
 # Params that --resume may change: how long to run, where to write, how fast to compute.
 # Every other train param shapes the run itself (a changed batch size skips or repeats data).
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
@@ -165,6 +166,7 @@ class Trainer:
         self.history: list[list[float]] = []
         self.judge: dict[str, Any] | None = None
         self.variety: list[ClassVariety] = []     # of the last epoch's grid
+        self._real_variety: dict[str, tuple[float, float]] = {}   # the real images' side, the same every epoch
         self.out = Path(params.out)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -325,7 +327,10 @@ class Trainer:
         """The epoch grid of EMA G's samples (fixed noise), and its classes' variety against the real images."""
         if not self.ctx.is_main:
             return []
-        standing_stats(self.g_ema, self.cfg, self.device)
+        # A preview, not the export: a quarter of generate's standing-stats samples, in the training
+        # precision. The full estimate in fp32 cost more than the epoch's steps on the anime recipe.
+        with autocast(self.device, self.precision):
+            standing_stats(self.g_ema, self.cfg, self.device, batches=GRID_STAT_BATCHES)
         z, y, cols = fixed_grid_inputs(self.cfg, self.params.grid_per_class, self.params.seed)
         with torch.no_grad(), autocast(self.device, self.precision):
             images = to_uint8(self.g_ema(z.to(self.device), y.to(self.device)))
@@ -334,7 +339,7 @@ class Trainer:
         real_labels = self.data.labels.cpu().numpy() if self.conditional else np.zeros(len(real), np.int64)
         names = self.data.classes if self.conditional else ["all"]
         return class_variety(images, y.numpy(), real, real_labels, names, max_images=200, pairs=45,
-                             seed=self.params.seed)
+                             seed=self.params.seed, real_figures=self._real_variety)
 
     def warn_if_collapsed(self, epoch: int, varieties: list[ClassVariety]) -> None:
         """A log warning naming the classes whose grid samples are near copies of each other."""
