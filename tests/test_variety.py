@@ -61,3 +61,16 @@ def test_train_warns_when_g_ignores_its_noise(tmp_path: Path, crop_dir: Path, ca
     assert "epoch 1: bar, disc, square drew near-identical images" in caplog.text
     fresh = train.Trainer(params, data, torch.device("cpu"), "fp32").sample_grid("init")   # the same G, z intact
     assert min(v.ratio for v in fresh) > 10 * max(v.ratio for v in ignored)
+
+
+def test_real_figures_kept_between_calls_are_the_ones_measured_and_are_read_back() -> None:
+    real, real_labels = faces(80, 1), np.arange(80) % 2
+    fake, fake_labels = faces(40, 2), np.arange(40) % 2
+    kept: dict[str, tuple[float, float]] = {}
+    first = class_variety(fake, fake_labels, real, real_labels, ["a", "b"], real_figures=kept)
+    assert first == class_variety(fake, fake_labels, real, real_labels, ["a", "b"])   # keeping changes nothing
+    assert kept == {v.label: (v.pixel_spread_real, v.msssim_diversity_real) for v in first}
+    kept["a"] = (0.5, 0.25)          # a later call reads the kept figures instead of measuring again
+    again = class_variety(fake[::-1], fake_labels[::-1], real, real_labels, ["a", "b"], real_figures=kept)
+    assert (again[0].pixel_spread_real, again[0].msssim_diversity_real) == (0.5, 0.25)
+    assert again[1].pixel_spread_real == first[1].pixel_spread_real
