@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 RUN = """
-import json, sys, time
+import sys
 from pathlib import Path
 from pipeline.shared.config import TrainParams
 from pipeline.train import train
