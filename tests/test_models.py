@@ -60,6 +60,27 @@ def test_resize_g_upsamples_by_nearest_neighbour_then_convolves() -> None:
     assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in g_old.modules()) == cfg.n_up
 
 
+def test_skip_g_sums_an_rgb_image_from_every_side() -> None:
+    """g_skip: each side's 1x1 RGB convolution reaches the output (zeroing the coarsest one changes the
+    image, smoothly: a 4x4 image upsampled bilinearly), and checkpoints without the key build the plain G."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=64, channels=3, num_classes=3, z_dim=8, g_channels=8, d_channels=8, g_skip=True)
+    g, _ = build(cfg)
+    assert [m.out_channels for m in g.to_rgb] == [3] * cfg.n_up
+    g.eval()
+    z, y = torch.randn(2, 8), torch.tensor([0, 2])
+    with torch.no_grad():
+        before = g(z, y)
+        g.to_rgb[0].weight.zero_()
+        g.to_rgb[0].bias.fill_(0.5)   # a flat colour at 4 x 4 becomes a flat colour at 64 x 64
+        after = g(z, y)
+    shift = torch.atanh(after.clamp(-0.999, 0.999)) - torch.atanh(before.clamp(-0.999, 0.999))
+    assert shift.abs().mean() > 0.1
+    assert shift[..., 8:-8, 8:-8].std() < shift.abs().mean()   # one flat offset, not a pattern
+    old = {k: v for k, v in cfg.to_dict().items() if k != "g_skip"}
+    assert build(ModelConfig(**old))[0].to_rgb is None
+
+
 @pytest.mark.parametrize("kind", ["bce", "lsgan", "hinge", "wgan-gp"])
 def test_losses_prefer_the_right_answer(kind: str) -> None:
     good_real, good_fake = torch.full((8,), 3.0), torch.full((8,), -3.0)

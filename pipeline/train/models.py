@@ -27,6 +27,7 @@ class ModelConfig:
     d_norm: str = "spectral"      # spectral | batch | none
     mbstd_group: int = 4          # minibatch-std group size in D (0 = off)
     g_upsample: str = "transposed"  # transposed (4x4 stride-2 transposed convolutions) | resize (nearest x2, then 3x3)
+    g_skip: bool = False          # StyleGAN2's skip output: an RGB image at every side, upsampled and summed
 
     def __post_init__(self) -> None:
         if self.size not in SUPPORTED_SIZES:
@@ -133,15 +134,27 @@ class Generator(nn.Module):
         self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes) for c in ch])
         self.ups = nn.ModuleList([upsample(cfg.g_upsample, ch[i], ch[i + 1], bias=False) for i in range(cfg.n_up - 1)])
         self.to_image = upsample(cfg.g_upsample, ch[-1], cfg.channels, bias=True)
+        # Skip output (Karras et al. 2020, StyleGAN2): each side also draws an RGB image with a 1x1
+        # convolution, and the sides' images are upsampled (bilinear) and summed, so the coarse
+        # layers set the flat colour fields and the fine ones only add to them.
+        self.to_rgb = nn.ModuleList([nn.Conv2d(c, cfg.channels, 1) for c in ch]) if cfg.g_skip else None
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = y if self.cfg.num_classes else None
         h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
         h = self.project(h).view(z.shape[0], -1, self.cfg.base, self.cfg.base)
         h = torch.relu(self.norms[0](h, y))
-        for up, norm in zip(self.ups, self.norms[1:]):
+        rgb = self.to_rgb[0](h) if self.to_rgb is not None else None
+        for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:]), start=1):
             h = torch.relu(norm(up(h), y))
-        return torch.tanh(self.to_image(h))
+            if rgb is not None:
+                rgb = _double(rgb) + self.to_rgb[i](h)
+        out = self.to_image(h)
+        return torch.tanh(out if rgb is None else out + _double(rgb))
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class MinibatchStd(nn.Module):
