@@ -179,6 +179,7 @@ class TrainParams(_Section):
     z_dim: int = Field(64, ge=1, description="Latent size.")
     g_channels: int = Field(32, ge=4, description="Generator width (channels of its last hidden layer).")
     g_upsample: Literal["transposed", "resize"] = Field("transposed", description="How G doubles its side: transposed (DCGAN's 4x4 stride-2 transposed convolutions) or resize (nearest-neighbour x2, then a 3x3 convolution: no checkerboard; about 2.2x G's arithmetic).")
+    g_z_norm: bool = Field(False, description="BigGAN's conditional batch norm on the latent too: z sets every batch norm's gain and bias in G (besides the class), the same at every position.")
     g_skip: bool = Field(False, description="StyleGAN2's skip output in G: every side also draws an RGB image (1x1 convolution), upsampled and summed into the output.")
     d_channels: int = Field(32, ge=4, description="Discriminator width (channels of its first layer).")
     embed_dim: int = Field(32, ge=1, description="Label embedding size fed to the generator.")

@@ -28,6 +28,7 @@ class ModelConfig:
     mbstd_group: int = 4          # minibatch-std group size in D (0 = off)
     g_upsample: str = "transposed"  # transposed (4x4 stride-2 transposed convolutions) | resize (nearest x2, then 3x3)
     g_skip: bool = False          # StyleGAN2's skip output: an RGB image at every side, upsampled and summed
+    g_z_norm: bool = False        # BigGAN: z (besides the class) sets every batch norm's gain and bias
 
     def __post_init__(self) -> None:
         if self.size not in SUPPORTED_SIZES:
@@ -96,9 +97,10 @@ def sync_batchnorm(module: nn.Module, on: bool = True) -> nn.Module:
 
 
 class CondBatchNorm2d(nn.Module):
-    """BatchNorm whose gain and bias come from the class label (plain affine BN without classes)."""
+    """BatchNorm whose gain and bias come from the class label (plain affine BN without classes), and
+    with `z_dim` also from the latent (BigGAN's conditional batch norm on [class, z])."""
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, z_dim: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.bn = BatchNorm2d(channels, affine=num_classes == 0)
@@ -107,12 +109,18 @@ class CondBatchNorm2d(nn.Module):
             self.bias = nn.Embedding(num_classes, channels)
             nn.init.ones_(self.gain.weight)
             nn.init.zeros_(self.bias.weight)
+        # One linear map of z per layer: every position of a feature map gets the same z-set gain
+        # and bias, so a global property of the image (its background colour) is set once.
+        self.z_gain = nn.Linear(z_dim, channels, bias=False) if z_dim else None
+        self.z_bias = nn.Linear(z_dim, channels, bias=False) if z_dim else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
         x = self.bn(x)
-        if not self.num_classes:
-            return x
-        return x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        if self.num_classes:
+            x = x * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        if self.z_gain is not None and z is not None:
+            x = x * (1 + self.z_gain(z))[:, :, None, None] + self.z_bias(z)[:, :, None, None]
+        return x
 
 
 def upsample(kind: str, cin: int, cout: int, bias: bool) -> nn.Module:
@@ -131,7 +139,7 @@ class Generator(nn.Module):
         in_dim = cfg.z_dim + (cfg.embed_dim if cfg.num_classes else 0)
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
         self.project = nn.Linear(in_dim, ch[0] * cfg.base * cfg.base, bias=False)
-        self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes) for c in ch])
+        self.norms = nn.ModuleList([CondBatchNorm2d(c, cfg.num_classes, cfg.z_dim if cfg.g_z_norm else 0) for c in ch])
         self.ups = nn.ModuleList([upsample(cfg.g_upsample, ch[i], ch[i + 1], bias=False) for i in range(cfg.n_up - 1)])
         self.to_image = upsample(cfg.g_upsample, ch[-1], cfg.channels, bias=True)
         # Skip output (Karras et al. 2020, StyleGAN2): each side also draws an RGB image with a 1x1
@@ -143,10 +151,11 @@ class Generator(nn.Module):
         y = y if self.cfg.num_classes else None
         h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
         h = self.project(h).view(z.shape[0], -1, self.cfg.base, self.cfg.base)
-        h = torch.relu(self.norms[0](h, y))
+        zn = z if self.cfg.g_z_norm else None
+        h = torch.relu(self.norms[0](h, y, zn))
         rgb = self.to_rgb[0](h) if self.to_rgb is not None else None
         for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:]), start=1):
-            h = torch.relu(norm(up(h), y))
+            h = torch.relu(norm(up(h), y, zn))
             if rgb is not None:
                 rgb = _double(rgb) + self.to_rgb[i](h)
         out = self.to_image(h)

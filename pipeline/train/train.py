@@ -78,7 +78,7 @@ def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
                        num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
                        g_channels=params.g_channels, d_channels=params.d_channels,
                        embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group,
-                       g_upsample=params.g_upsample, g_skip=params.g_skip)
+                       g_upsample=params.g_upsample, g_skip=params.g_skip, g_z_norm=params.g_z_norm)
 
 
 def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> float:
