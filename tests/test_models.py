@@ -81,6 +81,29 @@ def test_skip_g_sums_an_rgb_image_from_every_side() -> None:
     assert build(ModelConfig(**old))[0].to_rgb is None
 
 
+def test_z_norm_sets_batch_norm_gains_from_z_the_same_at_every_position() -> None:
+    """g_z_norm: z reaches every batch norm as a per-channel gain and bias (one value for the whole map),
+    and checkpoints without the key build the G without it."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=32, channels=1, num_classes=3, z_dim=8, g_channels=8, d_channels=8, g_z_norm=True)
+    g, _ = build(cfg)
+    norm = g.norms[1]
+    assert norm.z_gain.in_features == norm.z_bias.in_features == 8
+    x, y = torch.randn(2, norm.bn.num_features, 4, 4), torch.tensor([1, 1])
+    norm.eval()
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        plain, modulated = norm(x, y), norm(x, y, z)
+        norm.z_bias.weight.zero_()
+        gain_only = norm(x, y, z)
+    ratio = gain_only / plain   # the same per-channel factor at all 16 positions
+    assert not torch.allclose(plain, modulated)
+    assert torch.allclose(ratio, ratio[..., :1, :1].expand_as(ratio), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(ratio[..., 0, 0], 1 + norm.z_gain(z), atol=1e-5)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "g_z_norm"}
+    assert build(ModelConfig(**old))[0].norms[0].z_gain is None
+
+
 @pytest.mark.parametrize("kind", ["bce", "lsgan", "hinge", "wgan-gp"])
 def test_losses_prefer_the_right_answer(kind: str) -> None:
     good_real, good_fake = torch.full((8,), 3.0), torch.full((8,), -3.0)
