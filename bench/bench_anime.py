@@ -82,7 +82,7 @@ def main() -> None:
         if not args.readme_evaluate:
             params["evaluate"].update(compare_count=min(args.count, 2000), steps=args.eval_steps,
                                       feature_steps=args.feature_steps, gain_steps=args.eval_steps,
-                                      fractions=args.fractions)
+                                      fractions=args.fractions, feature_model="train")  # issue 17's feature space
         params["evaluate"]["compare_rankings"] = params["evaluate"]["compare_rankings"] and not args.no_compare
         for item in args.set:
             key, value = item.split("=", 1)

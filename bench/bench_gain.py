@@ -23,6 +23,7 @@ from pipeline.evaluate import evaluate as ev
 from pipeline.evaluate.yardstick import LabelledSet, augmented_mix, stratified_subset
 from pipeline.shared.classifier import TrainConfig, accuracy, predict, train_classifier
 from pipeline.shared.data import load_split
+from pipeline.shared.device import resolve_precision
 
 
 def main() -> None:
@@ -32,8 +33,11 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", required=True, help="fraction:share:steps, share a number in (0, 1) or `real`")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("bench/gain.json"))
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the classifiers' precision, resolved as evaluate.precision is (auto: bf16 on CPUs with native bf16)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    precision = resolve_precision(args.precision, torch.device("cpu"), cpu_auto="bf16")
     export, classes, _ = ev.load_export_set(args.export)
     train_images, train_labels, _, _ = load_split(args.real, "train")
     test_images, test_labels, _, _ = load_split(args.real, "test")
@@ -46,7 +50,8 @@ def main() -> None:
             subset = real.take(stratified_subset(real.labels, float(fraction), seed + 19, k))
             data = subset if share == "real" else augmented_mix(subset, export, float(share))
             started = time.perf_counter()
-            model = train_classifier(data.images, torch.from_numpy(data.labels), k, TrainConfig(steps=int(steps), seed=seed))
+            cfg = TrainConfig(steps=int(steps), seed=seed, precision=precision)
+            model = train_classifier(data.images, torch.from_numpy(data.labels), k, cfg)
             accs.append(accuracy(predict(model, test_images), test_labels, k)[0])
             print(f"{row} seed {seed}: {accs[-1]:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
         results[row] = {"mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4), "runs": accs}

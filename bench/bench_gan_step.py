@@ -1,5 +1,6 @@
 """The default GAN's training step, side by side: the old step (D's weight gradients computed in G's
-step and thrown away), D frozen in G's step, and bf16 autocast, at batch 64 and 128 (issue 19).
+step and thrown away), D frozen in G's step, bf16 autocast, and G's step reusing the D step's fakes
+(`train.reuse_fake`), at batch 64 and 128 (issue 19).
 
 Every variant is the train stage's own `Trainer` on the same 8,192 Fashion-MNIST images (32 px,
 the shipped TrainParams: 32 channels); rounds alternate the variants so a noisy machine hits all
@@ -25,9 +26,11 @@ from bench_train import fashion_images, training_data  # noqa: E402
 from pipeline.shared.config import TrainParams  # noqa: E402
 from pipeline.train.train import Trainer  # noqa: E402
 
+REUSED = "reuses D's fakes"
 
-def gan_step(images, labels, batch: int, precision: str, frozen: bool) -> Callable[[], None]:
-    trainer = Trainer(TrainParams(batch_size=batch, precision=precision), training_data(images, labels),
+
+def gan_step(images, labels, batch: int, precision: str, frozen: bool, reuse: bool) -> Callable[[], None]:
+    trainer = Trainer(TrainParams(batch_size=batch, precision=precision, reuse_fake=reuse), training_data(images, labels),
                       torch.device("cpu"), precision)
     if not frozen:   # the step before: D's weights keep requires_grad in G's step
         trainer.d.requires_grad_ = lambda requires_grad=True: trainer.d   # type: ignore[method-assign]
@@ -55,26 +58,28 @@ def main() -> None:
         anime_precisions(args)
         return
     images, labels = fashion_images(8192, 32)
-    variants = [(64, "fp32", False), (64, "fp32", True), (64, "bf16", True), (128, "fp32", True), (128, "bf16", True)]
+    variants = [(64, "fp32", False, False), (64, "fp32", True, False), (64, "bf16", True, False),
+                (64, "fp32", True, True), (64, "bf16", True, True), (128, "fp32", True, False), (128, "bf16", True, False)]
     jobs = {v: gan_step(images, labels, *v) for v in variants}
     for step in jobs.values():
         for _ in range(3):
             step()
     seconds = {v: 0.0 for v in variants}
     for _ in range(args.rounds):
-        for (batch, p, f), step in jobs.items():
+        for variant, step in jobs.items():
             started = time.perf_counter()
-            for _ in range(args.images // batch):
+            for _ in range(args.images // variant[0]):
                 step()
-            seconds[(batch, p, f)] += time.perf_counter() - started
+            seconds[variant] += time.perf_counter() - started
     print(f"# GAN step, {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.images} images\n")
-    print("| batch | precision | D in G's step | images/s | vs the old step |")
-    print("| ---: | --- | --- | ---: | ---: |")
+    print("| batch | precision | D in G's step | G's step | images/s | vs the old step |")
+    print("| ---: | --- | --- | --- | ---: | ---: |")
     base = args.rounds * args.images / seconds[variants[0]]
-    for batch, p, f in variants:
-        rate = args.rounds * args.images / seconds[(batch, p, f)]
-        print(f"| {batch} | {p} | {'frozen' if f else 'trainable (before)'} | {rate:.0f} | {rate / base:.2f}x |")
+    for batch, p, f, r in variants:
+        rate = args.rounds * args.images / seconds[(batch, p, f, r)]
+        print(f"| {batch} | {p} | {'frozen' if f else 'trainable (before)'} | {REUSED if r else 'fresh fakes'} "
+              f"| {rate:.0f} | {rate / base:.2f}x |")
 
 
 def anime_precisions(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ def command(
     metrics: Annotated[Optional[Path], option(P, "metrics")] = None,
     steps: Annotated[Optional[int], option(P, "steps")] = None,
     seeds: Annotated[Optional[int], option(P, "seeds")] = None,
+    feature_model: Annotated[Optional[str], option(P, "feature_model")] = None,
     feature_steps: Annotated[Optional[int], option(P, "feature_steps")] = None,
     gain_steps: Annotated[Optional[int], option(P, "gain_steps")] = None,
     fractions: Annotated[Optional[str], option(P, "fractions")] = None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -286,6 +287,7 @@ def test_evaluate_command_writes_metrics_csvs_and_pictures(tmp_path: Path, pipel
     assert set(m["gain"]) == {"10pct", "50pct"} and m["gain"]["50pct"]["real_images"] in range(40, 50)
     assert m["fidelity"]["fd"] >= 0 and 0 <= m["fidelity"]["precision"] <= 1
     assert set(m["ranking"]) == {"unranked", "filter", "topk", "drs", "mh"} and m["pool"] == 12 * 3
+    assert m["pool_scored"] == [36, 36]   # topk, drs and mh read the whole pool
     assert all("cas_std" in r and "precision_std" in r for r in m["ranking"].values())
     assert m["ranked_vs_unranked"]["rule"] == "filter" and "beyond_2_std" in m["ranked_vs_unranked"]["cas"]
     assert set(m["winner"]) == {"cas", "precision", "recall", "fd"}
@@ -306,7 +308,7 @@ def test_no_cache_flag_turns_the_params_cache_off_for_one_run(tmp_path: Path, pi
         "export": str(pipeline_dirs["export"]), "real": str(pipeline_dirs["crop"]), "checkpoint": str(pipeline_dirs["ckpt"]),
         "out": str(tmp_path / "evaluate"), "metrics": str(tmp_path / "evaluate.json"), "steps": 3, "feature_steps": 4,
         "gain_steps": 3, "seeds": 1, "batch_size": 16, "fractions": [0.5], "compare_rankings": False,
-        "feature_samples": 20, "threads": 1, "cache": str(cache)}}))
+        "feature_samples": 20, "threads": 1, "cache": str(cache), "feature_model": "train"}}))
     result = CliRunner().invoke(app, ["evaluate", "--params", str(params), "--no-cache"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert not cache.exists()
@@ -316,6 +318,29 @@ def test_no_cache_flag_turns_the_params_cache_off_for_one_run(tmp_path: Path, pi
     result = CliRunner().invoke(app, ["evaluate", "--params", str(params)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert len(list(cache.glob("*.json"))) == 3  # the feature model, the real reference, the gain's real arm
+
+
+def test_the_comparison_scores_candidates_only_as_far_as_unranked_and_filter_read(pipeline_dirs: dict[str, Path]) -> None:
+    """The filter's set from a pool scored lazily is the set it picks from the whole pool scored first."""
+    from pipeline.evaluate.comparison import CandidatePool, make_sampler, select_from_pool
+    from pipeline.evaluate.evaluate import generate_settings
+    from pipeline.shared.config import EvaluateParams
+    from pipeline.shared.progress import SILENT
+
+    card = json.loads((pipeline_dirs["export"] / "dataset.json").read_text())
+    gen = generate_settings(card, EvaluateParams(checkpoint=pipeline_dirs["ckpt"], real=pipeline_dirs["crop"], threads=1))
+    gen = gen.model_copy(update={"oversample": 40, "batch_size": 8, "min_confidence": 0.0})  # a 6-step G: D floor only
+    sampler = make_sampler(gen, 3, torch.device("cpu"))
+    lazy, whole = (CandidatePool(sampler, gen, 6, True, SILENT, "pool") for _ in range(2))
+    whole.ensure(whole.planned)
+    assert whole.total == 240
+    unranked, _ = select_from_pool(lazy, "unranked", gen, None)
+    assert lazy.total == 8 and [e[1] for e in unranked] == list(range(gen.seed, gen.seed + 6))
+    picked, stats = select_from_pool(lazy, "filter", gen, None)
+    assert [e[:2] for e in picked] == [e[:2] for e in select_from_pool(whole, "filter", gen, None)[0]]
+    assert len(picked) == 6 and stats["topped_up_from_rejects"] == 0
+    assert stats["candidates_seen"] <= lazy.total < 240 and lazy.total % 8 == 0
+    assert np.array_equal(lazy.scores, whole.scores[:lazy.total])
 
 
 def test_evaluate_judges_on_the_whole_test_split_when_no_rule_calibrates(tmp_path: Path,
@@ -416,7 +441,8 @@ def test_real_only_classifiers_are_read_back_from_the_cache(tmp_path: Path, pipe
         params = EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"], checkpoint=pipeline_dirs["ckpt"],
                                 out=tmp_path / name, metrics=tmp_path / f"{name}.json", steps=3, feature_steps=4,
                                 gain_steps=3, seeds=2, batch_size=16, fractions=[0.5], compare_rankings=False,
-                                feature_samples=20, threads=1, cache=tmp_path / "cache", precision="fp32")
+                                feature_samples=20, threads=1, cache=tmp_path / "cache", precision="fp32",
+                                feature_model="train")
         return evaluate.run(params.model_copy(update=change))
 
     first = run("first")
@@ -428,6 +454,55 @@ def test_real_only_classifiers_are_read_back_from_the_cache(tmp_path: Path, pipe
     assert {k: v for k, v in again.metrics.items() if k not in drop} == {k: v for k, v in first.metrics.items() if k not in drop}
     assert run("more-steps", gain_steps=4).cached == "3 of 5"      # the gain arms' key holds their steps
     assert run("off", cache=None).cached == ""
+
+
+def test_the_label_judge_is_the_feature_space_when_it_learnt_this_real_split(tmp_path: Path,
+                                                                           pipeline_dirs: dict[str, Path]) -> None:
+    """feature_model judge: the checkpoint's judge gives real_accuracy_all and the features; a judge of other
+    images, or none, is not used: the feature model is trained, and a note says why."""
+    from pipeline.evaluate import evaluate
+    from pipeline.shared.checkpoint import load_checkpoint
+    from pipeline.shared.classifier import accuracy, load_judge, predict
+    from pipeline.shared.config import EvaluateParams, TrainParams
+    from pipeline.shared.data import load_split
+    from pipeline.train import train
+
+    def run(name: str, **change: object) -> dict:
+        params = EvaluateParams(export=pipeline_dirs["export"], real=pipeline_dirs["crop"], checkpoint=pipeline_dirs["ckpt"],
+                                out=tmp_path / name, metrics=tmp_path / f"{name}.json", steps=3, feature_steps=4,
+                                gain_steps=3, seeds=1, batch_size=16, fractions=[0.5], compare_rankings=False,
+                                feature_samples=20, threads=1, cache=None, precision="fp32")
+        return evaluate.run(params.model_copy(update=change)).metrics
+
+    judged = run("judge")
+    test_images, test_labels, _, _ = load_split(pipeline_dirs["crop"], "test")
+    model = load_judge(load_checkpoint(pipeline_dirs["ckpt"])["judge"])
+    assert judged["feature_model"] == "judge"
+    assert judged["real_accuracy_all"] == round(accuracy(predict(model, test_images), test_labels, 3)[0], 4)
+    assert not any("feature_model" in note for note in judged["notes"])
+    trained = run("train", feature_model="train")
+    assert trained["feature_model"] == "train" and trained["fidelity"] != judged["fidelity"]
+    assert trained["cas"] == judged["cas"]   # the classifiers are the same; only the feature space differs
+    # A judge trained on fewer images (20 steps x 256) than the feature model would (300 x 128) is not used.
+    short = run("short", feature_steps=300, batch_size=128)
+    assert short["feature_model"] == "train" and any("fewer than" in note and "38,400" in note for note in short["notes"])
+
+    # A checkpoint whose judge learnt other images: the crop's train split less one image.
+    crop = tmp_path / "crop-less-one"
+    shutil.copytree(pipeline_dirs["crop"], crop)
+    manifest = crop / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    first_train = next(i for i, line in enumerate(lines) if json.loads(line).get("split") == "train")
+    manifest.write_text("\n".join(lines[:first_train] + lines[first_train + 1:]) + "\n")
+    train.run(TrainParams(input=crop, out=tmp_path / "t2", metrics=tmp_path / "t2.json", batch_size=16, z_dim=8,
+                          g_channels=8, d_channels=8, embed_dim=4, max_steps=2, threads=1, judge_steps=5))
+    foreign = run("foreign", checkpoint=tmp_path / "t2" / "checkpoint.pt")
+    assert foreign["feature_model"] == "train"
+    assert any("trained on other images" in note and str(pipeline_dirs["crop"]) in note for note in foreign["notes"])
+    train.run(TrainParams(input=pipeline_dirs["crop"], out=tmp_path / "t3", metrics=tmp_path / "t3.json", batch_size=16,
+                          z_dim=8, g_channels=8, d_channels=8, embed_dim=4, max_steps=2, threads=1, judge_steps=0))
+    none = run("none", checkpoint=tmp_path / "t3" / "checkpoint.pt")
+    assert none["feature_model"] == "train" and any("holds no label judge" in note for note in none["notes"])
 
 
 def test_classifiers_in_worker_processes_give_the_in_process_metrics(tmp_path: Path, pipeline_dirs: dict[str, Path]) -> None:
@@ -490,3 +565,15 @@ def test_a_gain_arm_built_in_a_worker_trains_on_the_mix_evaluate_would_build() -
         finally:
             torch.set_num_threads(threads)
         assert pending.get()[:2] == here[:2]
+
+
+def test_a_small_real_subset_trains_its_gain_arm_only_as_long_as_its_curve_moves() -> None:
+    from pipeline.evaluate.evaluate import gain_real_steps
+    from pipeline.shared.config import EvaluateParams
+
+    p = EvaluateParams()   # steps 300, gain_steps 900, batch 128, 30 passes
+    assert gain_real_steps(p, 600) == 300                       # 1% of Fashion-MNIST: 30 passes = 141 steps, floor 300
+    assert gain_real_steps(p, 6000) == 900                      # 10%: 30 passes = 1,407 steps, cap 900
+    assert gain_real_steps(p, 3000) == 704                      # between: 30 passes
+    assert gain_real_steps(p.model_copy(update={"gain_real_epochs": None}), 600) == 900
+    assert gain_real_steps(p.model_copy(update={"gain_steps": 200}), 600) == 200   # never more than gain_steps

@@ -194,6 +194,33 @@ def test_g_step_skips_d_weight_gradients_and_trains_exactly_as_before(crop_dir: 
     assert all(p.requires_grad for p in frozen.d.parameters())
 
 
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_g_step_reuses_the_fakes_d_just_judged_so_g_runs_once_less(crop_dir: Path, d_steps: int) -> None:
+    """reuse_fake: G's step feeds D the very images of the last D step (the DCGAN example's way), so G runs
+    d_steps forwards a step instead of d_steps + 1, and G still learns; reuse_fake false draws fresh ones."""
+    from pipeline.shared.config import TrainParams
+    from pipeline.train.dataset import load_training_data
+    from pipeline.train.train import Trainer
+
+    data = load_training_data(crop_dir, torch.device("cpu"))
+    order = torch.arange(len(data.images))
+    for reuse in (True, False):
+        params = TrainParams(input=crop_dir, batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1,
+                             d_steps=d_steps, reuse_fake=reuse)
+        trainer = Trainer(params, data, torch.device("cpu"), "fp32")
+        g_calls: list[int] = []
+        d_inputs: list[torch.Tensor] = []
+        trainer.g.register_forward_hook(lambda m, i, o: g_calls.append(1))
+        trainer.d.register_forward_hook(lambda m, i, o: d_inputs.append(i[0].detach().clone()))
+        before = [p.detach().clone() for p in trainer.g.parameters()]
+        rows = [trainer.train_step(order[i * 16:(i + 1) * 16]) for i in range(2)]
+        assert all(torch.isfinite(torch.tensor(r)).all() for r in rows)
+        assert len(g_calls) == 2 * (d_steps + (0 if reuse else 1))
+        last_fake, g_step_input = d_inputs[2 * d_steps - 1], d_inputs[2 * d_steps]   # step 1: D's last fake, G's step
+        assert torch.equal(last_fake, g_step_input) == reuse
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.g.parameters()))
+
+
 def test_r1_flattens_d_at_the_real_images_and_runs_on_every_nth_step(crop_dir: Path) -> None:
     """`r1_gamma` penalises D's slope at real images (lazily, every `r1_every`-th step); 0 leaves the step as it was."""
     from pipeline.shared.data import to_float

@@ -6,7 +6,7 @@ order, while every rule of one seed chooses from exactly the same candidates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,22 +27,62 @@ class ComparisonError(PipelineError):
     """The checkpoint does not fit the evaluated data."""
 
 
-@dataclass
 class CandidatePool:
-    """Every candidate of one seed's pool, scored once: D's logit and the label judge's confidence."""
+    """One seed's candidates, scored once each (D's logit, and the label judge's confidence when a rule
+    needs it), in generate's batches and only as far as a rule reads: unranked and filter stop
+    where their sets are full, topk, drs and mh read the whole pool."""
 
-    sampler: Sampler
-    seeds: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    confidence: np.ndarray
-    batch_size: int
-    count: int                                   # images each rule keeps
-    kept: dict[str, np.ndarray] = field(default_factory=dict)   # rule -> mask over the pool
+    def __init__(self, sampler: Sampler, gen: GenerateParams, count: int, need_confidence: bool,
+                 progress: Progress, description: str) -> None:
+        self.sampler, self.batch_size, self.count, self.need_confidence = sampler, gen.batch_size, count, need_confidence
+        self.planned = count * gen.oversample                       # the most candidates a rule may read
+        self.kept: dict[str, np.ndarray] = {}                       # rule -> mask over the scored candidates
+        self._batches = candidate_batches(gen.seed, self.planned, sampler.num_labels, gen.batch_size)
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._scored = 0
+        self.progress = progress
+        progress.start("pool", total=self.planned, description=description)
+
+    def ensure(self, n: int) -> None:
+        """Score candidates until the first `n` (at most the planned pool) are scored."""
+        while self._scored < min(n, self.planned):
+            seeds, labels = next(self._batches)
+            images, scores = self.sampler.images_and_scores(seeds, labels)
+            conf = self.sampler.confidence(images, labels) if self.need_confidence else np.zeros(len(seeds))
+            self._parts.append((seeds, labels, scores, conf))
+            self._arrays, self._scored = None, self._scored + len(seeds)
+            self.progress.advance("pool", len(seeds))
+
+    def finish(self) -> None:
+        self.progress.finish("pool")
+
+    def _array(self, i: int) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = tuple(np.concatenate([p[j] for p in self._parts]) if self._parts else np.empty(0)
+                                 for j in range(4))
+        return self._arrays[i]
+
+    @property
+    def seeds(self) -> np.ndarray:
+        return self._array(0)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._array(1)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._array(2)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self._array(3)
 
     @property
     def total(self) -> int:
-        return len(self.seeds)
+        """Candidates scored."""
+        return self._scored
 
 
 @dataclass
@@ -85,30 +125,18 @@ def render(sampler: Sampler, entries: list[Entry], batch_size: int) -> torch.Ten
     return torch.cat(out).contiguous()
 
 
-def score_pool(sampler: Sampler, gen: GenerateParams, count: int, need_confidence: bool,
-               progress: Progress, description: str) -> CandidatePool:
-    """Score `count x oversample` candidates from `gen.seed` on, with the judge's confidence when a rule needs it."""
-    total = count * gen.oversample
-    seeds_all, labels_all, scores_all, conf_all = [], [], [], []
-    progress.start("pool", total=total, description=description)
-    for seeds, labels in candidate_batches(gen.seed, total, sampler.num_labels, gen.batch_size):
-        images, scores = sampler.images_and_scores(seeds, labels)
-        seeds_all.append(seeds), labels_all.append(labels), scores_all.append(scores)
-        conf_all.append(sampler.confidence(images, labels) if need_confidence else np.zeros(len(seeds)))
-        progress.advance("pool", len(seeds))
-    progress.finish("pool")
-    seeds, labels, scores, conf = (np.concatenate(x) for x in (seeds_all, labels_all, scores_all, conf_all))
-    return CandidatePool(sampler, seeds, labels, scores, conf, gen.batch_size, count)
-
-
 def select_from_pool(pool: CandidatePool, rule: str, gen: GenerateParams,
                      cal_data: CalibrationData | None) -> tuple[list[Entry], dict[str, Any]]:
     """The entries `rule` keeps from the pool (streamed in generate's batches), and its stats."""
     if rule == "unranked":
         n = pool.count
+        pool.ensure(n)
         return [(int(pool.labels[i]), int(pool.seeds[i]), float(pool.scores[i]), 0) for i in range(n)], {}
     selector, _, stats = prepare_rule(pool.sampler, gen, rule, count=pool.count, data=cal_data)
-    for start in range(0, pool.total, pool.batch_size):
+    if rule != "filter":   # topk ranks the whole pool; drs and mh read it all too
+        pool.ensure(pool.planned)
+    for start in range(0, pool.planned, pool.batch_size):
+        pool.ensure(start + pool.batch_size)
         sl = slice(start, start + pool.batch_size)
         selector.add(pool.scores[sl], pool.seeds[sl], pool.labels[sl],
                      pool.confidence[sl] if selector.needs_confidence else None)
@@ -124,16 +152,18 @@ def compare_rules(params: EvaluateParams, gen: GenerateParams, rules: list[str],
     n = params.compare_count or export_size
     total = n * gen.oversample
     gen = gen.model_copy(update={"seed": gen.seed + (seed - params.seed) * total})
-    pool = score_pool(sampler, gen, n, "filter" in rules, progress, f"score candidate pool (seed {seed})")
+    pool = CandidatePool(sampler, gen, n, "filter" in rules, progress, f"score candidate pool (seed {seed})")
     results: dict[str, RuleResult] = {}
     cal_data = None
+    selected = {}
     for rule in rules:
         if rule in ("drs", "mh") and cal_data is None:
             cal_data = calibration_data(sampler, gen)
-        entries, stats = select_from_pool(pool, rule, gen, cal_data)
-        kept_seeds = np.array([e[1] for e in entries], np.int64)
+        selected[rule] = select_from_pool(pool, rule, gen, cal_data)
+    pool.finish()
+    for rule, (entries, stats) in selected.items():   # the masks cover every candidate any rule had scored
         kept = LabelledSet(render(sampler, entries, gen.batch_size), np.array([e[0] for e in entries], np.int64))
-        mask = np.isin(pool.seeds, kept_seeds)
+        mask = np.isin(pool.seeds, np.array([e[1] for e in entries], np.int64))
         pool.kept[rule] = mask
         results[rule] = RuleResult(judge.judge(kept, seed), stats, float(pool.scores[mask].mean()),
                                    float(pool.scores[~mask].mean()) if (~mask).any() else None)
@@ -158,7 +188,8 @@ def ranking_metrics(rules: list[str], runs: list[RuleRun], gen: GenerateParams) 
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = value
         ranking[rule] = row
-    out: dict[str, Any] = {"ranking": ranking, "compare_count": runs[0].pool.count, "pool": runs[0].pool.total}
+    out: dict[str, Any] = {"ranking": ranking, "compare_count": runs[0].pool.count, "pool": runs[0].pool.planned,
+                           "pool_scored": [r.pool.total for r in runs]}
     if len(rules) > 1:
         def best(metric: str, sign: int) -> str | None:
             have = [r for r in rules if metric in ranking[r]]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from pipeline.evaluate.yardstick import Judge, Judged, LabelledSet, Pending, mea
 from pipeline.generate.calibration import held_out_positions
 from pipeline.shared.checkpoint import load_checkpoint
 from pipeline.shared.config import EvaluateParams, GenerateParams, to_jsonable
-from pipeline.shared.data import load_split
+from pipeline.shared.data import load_split, split_digest
 from pipeline.shared.device import resolve_device, set_threads
 from pipeline.shared.errors import PipelineError
 from pipeline.shared.io import atomic_path, image_grid, read_image, read_json, save_png, write_json
@@ -206,19 +207,23 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
     if rules:
         load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
+    saved_judge, feature_note = feature_judge(params, real, real_classes)
+    if feature_note:
+        log.warning("%s", feature_note)
 
     seeds = [params.seed + i for i in range(params.seeds)]
     classifiers = 1 + len(seeds) * (2 + 2 * len(params.fractions) + len(rules))
     workers = classifier_workers(params.workers, device, classifiers)
     metrics: dict[str, Any] = {"test_images": len(test), "held_out_for_calibration": len(calib),
                                "real_train_images": len(real), "train_images": len(export), "seeds": seeds,
-                               "classifier_workers": workers}
+                               "classifier_workers": workers, "feature_model": "judge" if saved_judge else "train"}
     progress.start("classifiers", total=classifiers, description="train classifiers")
     with Judge(params, test, num_classes, device, progress, workers) as judge:
         # Every classifier is submitted first (to the worker processes, when there are several),
         # every result read after. One feature space for every seed: the fixed CNN trained on
-        # all real training images.
-        acc_all = judge.fit_real_features(real, params.feature_steps, params.seed)
+        # all real training images (the label judge train fitted, or one trained here).
+        acc_all = (judge.use_saved_features(saved_judge) if saved_judge else
+                   judge.fit_real_features(real, params.feature_steps, params.seed))
         pending: dict[str, list[Pending[Judged]]] = {name: [] for name in ("export", "real_reference")}
         pending_gains: dict[str, list[tuple[int, Pending[float], Pending[Any]]]] = {}
         n_ref = min(len(export), len(real))
@@ -230,7 +235,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
             for fraction in params.fractions:
                 subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
                 pending_gains.setdefault(f"{fraction * 100:g}pct", []).append((
-                    len(subset), judge.fit_real_accuracy(subset, params.gain_steps, seed),
+                    len(subset), judge.fit_real_accuracy(subset, gain_real_steps(params, len(subset)), seed),
                     judge.fit_mix(subset, export, params.real_share, params.gain_steps, seed=seed)))
             if sampler is not None:
                 rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
@@ -258,8 +263,9 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     # Within-class variety against the real training crops: CAS cannot see one image per class.
     metrics.update(variety_report(class_variety(export.images, export.labels, real.images, real.labels, classes,
                                                 seed=params.seed)))
-    metrics["notes"] = metrics["notes"] + metrics.pop("variety_notes")
+    metrics["notes"] = metrics["notes"] + metrics.pop("variety_notes") + ([feature_note] if feature_note else [])
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
+                              "real_steps": gain_real_steps(params, int(g["real_images"][0])),
                               **{k: v for key in ("real", "augmented", "gain") for k, v in mean_std(key, g[key]).items()}}
                        for name, g in gains.items()}
     pool: CandidatePool | None = None
@@ -286,6 +292,38 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     write_json(params.metrics, metrics)
     drop_unrewritten(out, earlier)  # no plot of an earlier run's rules stays behind
     return summary
+
+
+def feature_judge(params: EvaluateParams, real: LabelledSet, classes: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint's label judge as the feature space, when feature_model is judge, it learnt evaluate's
+    real training split and saw at least the feature model's images (feature_steps x batch_size); else None
+    and why not (empty when feature_model is train)."""
+    if params.feature_model != "judge":
+        return None, ""
+    fallback = f"so the feature space was trained here ({params.feature_steps} steps)"
+    if not Path(params.checkpoint).exists():
+        return None, f"evaluate.feature_model judge: {params.checkpoint} does not exist, {fallback}"
+    state = load_checkpoint(params.checkpoint)
+    saved = state.get("judge")
+    if saved is None:
+        return None, f"evaluate.feature_model judge: {params.checkpoint} holds no label judge (train.judge_steps 0), {fallback}"
+    if state.get("data_sha256") != split_digest(real.images, real.labels, classes):
+        return None, (f"evaluate.feature_model judge: the checkpoint's label judge was trained on other images than "
+                      f"the train split of {params.real}, {fallback}")
+    seen, budget = int(saved["steps"]) * int(saved.get("batch_size", 0)), params.feature_steps * params.batch_size
+    if seen < budget:   # e.g. the anime recipe's 400-step judge: a shorter training than the feature model's
+        return None, (f"evaluate.feature_model judge: the label judge saw {seen:,} images in training, fewer than "
+                      f"feature_steps x batch_size = {budget:,}, {fallback}")
+    return saved, ""
+
+
+def gain_real_steps(params: EvaluateParams, n_real: int) -> int:
+    """Steps of a gain's real-only arm: gain_steps, or fewer where gain_real_epochs passes over its
+    n_real images come first, but never fewer than `steps`."""
+    if params.gain_real_epochs is None:
+        return params.gain_steps
+    passes = math.ceil(params.gain_real_epochs * n_real / min(params.batch_size, max(1, n_real)))
+    return min(params.gain_steps, max(params.steps, passes))
 
 
 MAX_AUTO_WORKERS = 8   # each worker holds its own torch and copies of the data: a 64-core box must not start 64

@@ -21,7 +21,7 @@ import torch
 
 from pipeline.evaluate.fidelity import frechet_distance, precision_recall
 from pipeline.shared import classifier as classifier_module
-from pipeline.shared.classifier import SmallCNN, TrainConfig, features, fit_and_test
+from pipeline.shared.classifier import SmallCNN, TrainConfig, accuracy, features, fit_and_test, load_judge, predict
 from pipeline.shared.config import EvaluateParams
 from pipeline.shared.device import resolve_precision
 from pipeline.shared.io import atomic_path, read_json, write_json
@@ -271,6 +271,16 @@ class Judge:
             self._set_state(state, real.images.shape[1], cfg.width)
             return acc
         self._features_ready = Pending(finish)
+        return self._features_ready
+
+    def use_saved_features(self, saved: dict[str, Any]) -> Pending[float]:
+        """Make a saved classifier of all real training images (the checkpoint's label judge) the feature space; its accuracy."""
+        model = load_judge(saved, self.device)
+        self.feature_key = _digest(*(t.cpu().numpy().tobytes() for t in saved["state"].values()))
+        self.set_feature_model(model)
+        acc, _ = accuracy(predict(model, self.test.images, device=self.device), self.test.labels, self.k)
+        self._features_ready = Pending.ready(acc)
+        self.progress.advance("classifiers")
         return self._features_ready
 
     def _set_state(self, state: dict[str, Any], channels: int, width: int) -> None:

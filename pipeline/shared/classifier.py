@@ -138,7 +138,8 @@ def fit_and_test(images: torch.Tensor, labels: torch.Tensor, num_classes: int, c
 def judge_state(model: SmallCNN, cfg: TrainConfig) -> dict:
     """What a checkpoint keeps of a judge: tensors and plain numbers only (weights_only loading)."""
     return {"state": model.state_dict(), "channels": model.body[0][0].in_channels,
-            "num_classes": model.head.out_features, "width": cfg.width, "steps": cfg.steps, "seed": cfg.seed}
+            "num_classes": model.head.out_features, "width": cfg.width, "steps": cfg.steps, "seed": cfg.seed,
+            "batch_size": cfg.batch_size}
 
 
 def load_judge(saved: dict, device: torch.device = torch.device("cpu")) -> SmallCNN:

@@ -5,6 +5,8 @@ the benchmarks all read a split through `load_split`, so they agree on order, la
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,15 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, np.ndarray, list
     images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = np.array([r.label_id if r.label_id is not None else 0 for r in records], np.int64)
     return images, labels, records, classes
+
+
+def split_digest(images: torch.Tensor, label_ids: np.ndarray, classes: list[str]) -> str:
+    """sha256 of a split's images (N x C x H x W uint8), label ids and classes: which data a checkpoint was trained on."""
+    # Over the N x H x W x C bytes as stored, so checkpoints of earlier versions still resume.
+    digest = hashlib.sha256(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).data)
+    digest.update(np.asarray(label_ids, np.int64).tobytes())
+    digest.update(json.dumps(classes).encode())
+    return digest.hexdigest()
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

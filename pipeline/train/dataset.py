@@ -1,16 +1,13 @@
 """What the training loop reads: the train split as tensors on the device, G's label mix, each epoch's data order."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from pipeline.shared.data import load_split
+from pipeline.shared.data import load_split, split_digest
 from pipeline.shared.errors import PipelineError
 from pipeline.shared.io import read_json
 from pipeline.shared.manifest import MANIFEST_NAME
@@ -39,12 +36,8 @@ def load_training_data(folder: Path, device: torch.device) -> TrainingData:
     if not records:
         raise TrainError(f"train.input: {folder} has no images in the train split")
     labels = torch.from_numpy(label_ids)
-    # The digest is over the N x H x W x C bytes as stored, so checkpoints of earlier versions still resume.
-    digest = hashlib.sha256(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).data)
-    digest.update(labels.numpy().tobytes())
-    digest.update(json.dumps(classes).encode())
     meta = {**meta, "class_counts": torch.bincount(labels, minlength=len(classes)).tolist() if classes else []}
-    return TrainingData(images.to(device), labels.to(device), classes, meta, digest.hexdigest())
+    return TrainingData(images.to(device), labels.to(device), classes, meta, split_digest(images, label_ids, classes))
 
 
 def label_weights(class_counts: list[int], sampling: str) -> torch.Tensor | None:

@@ -287,11 +287,15 @@ class Trainer:
         idx = self._local(idx).to(self.data.images.device)
         real = to_float(self.data.images[idx])
         y_real = self.data.labels[idx] if self.conditional else None
-        for _ in range(p.d_steps):
+        for i in range(p.d_steps):
             z, y_fake = self._noise(n)
+            # With reuse_fake the last D step's fakes keep G's graph, and G's step reuses them (the
+            # PyTorch DCGAN example's way): one G forward a step fewer (bench/bench_gan_step.py).
+            keep_graph = p.reuse_fake and i == p.d_steps - 1
             with autocast(self.device, self.precision):
-                with torch.no_grad():
-                    fake = self.g_train(z, y_fake)
+                with torch.set_grad_enabled(keep_graph):
+                    fake_g = self.g_train(z, y_fake)
+                fake = fake_g.detach()
                 r1 = p.r1_gamma > 0 and self.step % p.r1_every == 0
                 x_real = real.detach().requires_grad_(True) if r1 else real
                 out_real, out_fake = self._d_logits(x_real, y_real), self._d_logits(fake, y_fake)
@@ -304,14 +308,17 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
-        z, y_fake = self._noise(n)
+        if not p.reuse_fake:
+            z, y_fake = self._noise(n)
+            with autocast(self.device, self.precision):
+                fake_g = self.g_train(z, y_fake)
         # G's step needs D's gradients with respect to its input only: D's weight gradients would
         # be thrown away by the next D step's zero_grad (~5% of a step: bench/bench_gan_step.py).
         # Under DDP the unwrapped D runs it (a DDP module whose weights get no gradient stalls).
         self.d.requires_grad_(False)
         try:
             with autocast(self.device, self.precision):
-                out_gen = self._d_logits(self.g_train(z, y_fake), y_fake, self.d_frozen)
+                out_gen = self._d_logits(fake_g, y_fake, self.d_frozen)
                 loss_g = g_loss(p.loss, out_gen.float())
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
