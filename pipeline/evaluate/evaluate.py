@@ -82,7 +82,8 @@ class EvaluateSummary:
             "seeds (mean ± std)": n,
             f"CAS (synthetic only, {m.get('train_images')} images)": _pm(m, "cas"),
             "real accuracy (as many real images)": _pm(m, "real_accuracy"),
-            f"real accuracy (all {m.get('real_train_images')} real)": m.get("real_accuracy_all"),
+            f"real accuracy (all {m.get('real_train_images')} real{', the label judge' if m.get('feature_model') == 'judge' else ''})":
+                m.get("real_accuracy_all"),
             "export FD / precision / recall": _triple(m.get("fidelity", {})),
             "real subset FD / precision / recall": _triple(m.get("fidelity", {}), "_real_reference"),
         }

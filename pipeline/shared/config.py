@@ -188,7 +188,7 @@ class TrainParams(_Section):
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
-    reuse_fake: bool = Field(True, description="G's step reuses the last D step's fakes (and their noise), as the PyTorch DCGAN example does: one G forward a step fewer (~1.15x faster steps, bench/RESULTS.md); false: G's step draws fresh noise.")
+    reuse_fake: bool = Field(False, description="G's step reuses the last D step's fakes (and their noise), as the PyTorch DCGAN example does: one G forward a step fewer (1.07x the default GAN step), but on the anime recipe's faces one seed lost recall and variety (bench/RESULTS.md, \"Speed, third round\"); false: G's step draws fresh noise.")
     gp_weight: float = Field(10.0, ge=0, description="Gradient-penalty weight for wgan-gp.")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty (Mescheder et al. 2018): gamma/2 x the squared gradient of D's logit with respect to real images, added to D's loss (0 = off).")
     r1_every: int = Field(4, ge=1, description="Apply R1 on every N-th step, scaled by N (lazy regularisation, StyleGAN2): the same penalty on average for 1/N of its cost.")
