@@ -56,3 +56,20 @@ def test_imagefolder_reads_the_manifest_label_ids(tmp_path: Path) -> None:
         assert idx == int(row["label_id"]) == source_ids[row["label"]]
     assert {folder.classes[source_ids[n]] for n in names} == set(folder.classes)
     assert [folder.class_to_idx[d] for d in class_dirs(sorted(source_ids, key=source_ids.get))] == [0, 1, 2]
+
+
+def test_a_set_aside_export_left_by_a_kill_is_swept_and_nothing_else(tmp_path: Path) -> None:
+    """export swaps its folder in by moving the old one to .<out>.old.XXXXXXXX first: a kill before that
+    folder's removal left it for good; the sweep after the next run removes it, and only names of that form."""
+    from pipeline.shared.io import sweep_temp
+
+    out = tmp_path / "export"
+    out.mkdir()
+    aside, staging = tmp_path / ".export.old.k3j_9x2a", tmp_path / ".export.q0w9e8r7"
+    theirs = [tmp_path / ".export.old.mine", tmp_path / ".exports.old.k3j_9x2a", tmp_path / "export.old.k3j_9x2a"]
+    for folder in (aside, staging, *theirs):
+        (folder / "c0").mkdir(parents=True)
+        (folder / "c0" / "a.png").write_bytes(b"png")
+    sweep_temp(out)
+    assert not aside.exists() and not staging.exists()
+    assert all((folder / "c0" / "a.png").exists() for folder in theirs)

@@ -67,8 +67,9 @@ def sweep_temp(path: Path) -> int:
 
     For a folder, every atomic_path temp name in it and below (hidden folders and links are
     not entered), and beside it the staging folders `.<name>.XXXXXXXX` that a stage building
-    a whole new folder (export) makes with mkdtemp; for a file, only that file's own temp
-    names beside it. Nothing named otherwise is touched.
+    a whole new folder (export) makes with mkdtemp, and the `.<name>.old.XXXXXXXX` it moves the
+    previous folder to while swapping (a kill before its removal left it there); for a file,
+    only that file's own temp names beside it. Nothing named otherwise is touched.
     """
     path = Path(path)
     if path.is_dir():
@@ -76,7 +77,7 @@ def sweep_temp(path: Path) -> int:
         for root, dirs, files in os.walk(path):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found += [os.path.join(root, name) for name in files if TEMP_NAME.match(name)]
-        staging = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # mkdtemp's name for a whole new folder
+        staging = re.compile(rf"^\.{re.escape(path.name)}\.(old\.)?[a-z0-9_]{{8}}$")  # mkdtemp's names: new / set-aside folder
         for folder in (p for p in path.parent.iterdir() if staging.match(p.name) and p.is_dir() and not p.is_symlink()):
             shutil.rmtree(folder, ignore_errors=True)
     elif path.parent.is_dir():
