@@ -39,45 +39,26 @@ class CandidatePool:
         self.kept: dict[str, np.ndarray] = {}                       # rule -> mask over the scored candidates
         self._batches = candidate_batches(gen.seed, self.planned, sampler.num_labels, gen.batch_size)
         self._parts: list[tuple[np.ndarray, ...]] = []
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self.seeds = self.labels = self.scores = self.confidence = np.empty(0)
         self._scored = 0
         self.progress = progress
         progress.start("pool", total=self.planned, description=description)
 
     def ensure(self, n: int) -> None:
         """Score candidates until the first `n` (at most the planned pool) are scored."""
+        before = self._scored
         while self._scored < min(n, self.planned):
             seeds, labels = next(self._batches)
             images, scores = self.sampler.images_and_scores(seeds, labels)
             conf = self.sampler.confidence(images, labels) if self.need_confidence else np.zeros(len(seeds))
             self._parts.append((seeds, labels, scores, conf))
-            self._arrays, self._scored = None, self._scored + len(seeds)
+            self._scored += len(seeds)
             self.progress.advance("pool", len(seeds))
+        if self._scored > before:
+            self.seeds, self.labels, self.scores, self.confidence = (np.concatenate(c) for c in zip(*self._parts))
 
     def finish(self) -> None:
         self.progress.finish("pool")
-
-    def _array(self, i: int) -> np.ndarray:
-        if self._arrays is None:
-            self._arrays = tuple(np.concatenate([p[j] for p in self._parts]) if self._parts else np.empty(0)
-                                 for j in range(4))
-        return self._arrays[i]
-
-    @property
-    def seeds(self) -> np.ndarray:
-        return self._array(0)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._array(1)
-
-    @property
-    def scores(self) -> np.ndarray:
-        return self._array(2)
-
-    @property
-    def confidence(self) -> np.ndarray:
-        return self._array(3)
 
     @property
     def total(self) -> int:
