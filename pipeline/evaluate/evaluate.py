@@ -206,9 +206,10 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     num_classes = len(classes)
     if rules and not Path(params.checkpoint).exists():
         raise EvaluateError(f"evaluate.checkpoint: {params.checkpoint} does not exist (needed for the ranking comparison)")
-    if rules:
-        load_checkpoint(params.checkpoint)  # a torn checkpoint fails now, not after the classifiers have trained
-    saved_judge, feature_note = feature_judge(params, real, real_classes)
+    # Read once, now: a torn checkpoint fails before the classifiers have trained.
+    wanted = bool(rules) or params.feature_model == "judge"
+    state = load_checkpoint(params.checkpoint) if wanted and Path(params.checkpoint).exists() else None
+    saved_judge, feature_note = feature_judge(params, state, real, real_classes)
     if feature_note:
         log.warning("%s", feature_note)
 
@@ -295,16 +296,16 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     return summary
 
 
-def feature_judge(params: EvaluateParams, real: LabelledSet, classes: list[str]) -> tuple[dict[str, Any] | None, str]:
-    """The checkpoint's label judge as the feature space, when feature_model is judge, it learnt evaluate's
+def feature_judge(params: EvaluateParams, state: dict[str, Any] | None, real: LabelledSet,
+                  classes: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint's (`state`) label judge as the feature space, when feature_model is judge, it learnt evaluate's
     real training split and saw at least the feature model's images (feature_steps x batch_size); else None
     and why not (empty when feature_model is train)."""
     if params.feature_model != "judge":
         return None, ""
     fallback = f"so the feature space was trained here ({params.feature_steps} steps)"
-    if not Path(params.checkpoint).exists():
+    if state is None:
         return None, f"evaluate.feature_model judge: {params.checkpoint} does not exist, {fallback}"
-    state = load_checkpoint(params.checkpoint)
     saved = state.get("judge")
     if saved is None:
         return None, f"evaluate.feature_model judge: {params.checkpoint} holds no label judge (train.judge_steps 0), {fallback}"
