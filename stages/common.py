@@ -118,9 +118,11 @@ class RichProgress(Progress):
         self.bar.update(self.tasks[name], advance=n, counters=text)
 
     def finish(self, name: str) -> None:
+        # A task done before its planned total (a filter that filled its quotas early) is complete at
+        # what it did: a bar left at 5500/20000 would read as a run cut short.
         if name in self.tasks:
             task = self.bar.tasks[self.tasks[name]]
-            if task.total is None:
+            if task.total is None or task.completed < task.total:
                 self.bar.update(self.tasks[name], total=task.completed)
 
 

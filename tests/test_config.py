@@ -109,3 +109,23 @@ def test_log_lines_go_through_the_progress_console(tmp_path: Path) -> None:
     handlers = logging.getLogger().handlers
     assert len(handlers) == 1 and isinstance(handlers[0], RichHandler) and handlers[0].console is console
     assert result.exit_code == 0, result.output
+
+
+def test_a_bar_finished_before_its_planned_total_shows_complete_at_what_it_did() -> None:
+    """The comparison pool and generate's filter stop when their quotas are full: their bars end at 100%."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress as RichBar
+
+    from stages.common import RichProgress
+
+    bar = RichBar(console=Console(file=io.StringIO()))
+    progress = RichProgress(bar)
+    for name, total in (("pool", 20), ("open", None), ("full", 5)):
+        progress.start(name, total=total)
+        progress.advance(name, 5)
+        progress.finish(name)
+    totals = {name: bar.tasks[task].total for name, task in progress.tasks.items()}
+    assert totals == {"pool": 5, "open": 5, "full": 5}
+    assert all(bar.tasks[task].finished for task in progress.tasks.values())
