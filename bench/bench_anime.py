@@ -76,7 +76,8 @@ def main() -> None:
         params["crop"].update(mode="faces", size=64, label_from="tags", test_fraction=0.2, workers=0)
         params["train"].update(epochs=args.epochs, batch_size=64, g_channels=args.channels, d_channels=args.channels,
                                checkpoint_every=10 ** 6, judge_steps=args.judge_steps,
-                               diffaugment=args.diffaugment, ema_rampup=args.ema_rampup or None)
+                               diffaugment=args.diffaugment, ema_rampup=args.ema_rampup or None,
+                               lr_g=2e-4, lr_d=2e-4)   # the recipe's rate (the default is 4e-4 since issue 19's fourth round)
         params["train"]["seed"] = args.seed
         params["generate"].update(count=args.count, oversample=10, batch_size=500, seed=args.seed)
         if not args.readme_evaluate:

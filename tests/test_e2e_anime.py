@@ -48,7 +48,7 @@ def recipe(base_url: str) -> list[str]:
         "train.epochs": 1, "train.batch_size": 32, "train.z_dim": 16, "train.g_channels": 8, "train.d_channels": 8,
         "train.embed_dim": 4, "train.threads": 1, "train.grid_per_class": 3, "train.judge_steps": 5,
         "train.diffaugment": "'translation,cutout'",   # quoted: a bare a,b,c is a Hydra sweep
-        "train.r1_gamma": 1.0,
+        "train.r1_gamma": 1.0, "train.lr_g": 0.0002, "train.lr_d": 0.0002,
         "generate.count": 40, "generate.oversample": 2, "generate.batch_size": 40, "generate.threads": 1,
         "evaluate.steps": 3, "evaluate.feature_steps": 3, "evaluate.gain_steps": 3, "evaluate.seeds": 2, "evaluate.batch_size": 16, "evaluate.fractions": "[0.5]", "evaluate.compare_count": 10,
         "evaluate.feature_samples": 40, "evaluate.grid_per_class": 2, "evaluate.threads": 1,

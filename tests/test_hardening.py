@@ -113,7 +113,7 @@ def test_resume_refuses_changed_settings_and_data(tmp_path: Path, crop_dir: Path
 
     train.run(p())
     for change, words in (({"batch_size": 32}, "batch_size: 16 -> 32"), ({"loss": "hinge"}, "loss: 'bce' -> 'hinge'"),
-                          ({"lr_d": 1e-3}, "lr_d: 0.0002 -> 0.001")):
+                          ({"lr_d": 1e-3}, "lr_d: 0.0004 -> 0.001")):
         with pytest.raises(dataset.TrainError) as err:
             train.run(p(max_steps=3, **change), resume=True)
         assert words in str(err.value) and "\n" not in str(err.value)

@@ -86,7 +86,7 @@ def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> f
     `rampup` x the steps since `start`.
 
     Without the cap, 0.999 (a 693-step half-life) kept a 690-step run's EMA at 61% G-at-step-200:
-    fine for the 4,685 steps of the Fashion-MNIST default, wrong for a few hundred anime faces.
+    fine for the 3,748 steps of the Fashion-MNIST default, wrong for a few hundred anime faces.
     """
     if step < start:
         return 0.0
