@@ -577,3 +577,14 @@ def test_a_small_real_subset_trains_its_gain_arm_only_as_long_as_its_curve_moves
     assert gain_real_steps(p, 3000) == 704                      # between: 30 passes
     assert gain_real_steps(p.model_copy(update={"gain_real_epochs": None}), 600) == 900
     assert gain_real_steps(p.model_copy(update={"gain_steps": 200}), 600) == 200   # never more than gain_steps
+
+
+def test_a_gain_mix_of_few_distinct_images_trains_only_as_long_as_its_curve_moves() -> None:
+    from pipeline.evaluate.evaluate import gain_mixed_steps
+    from pipeline.shared.config import EvaluateParams
+
+    p = EvaluateParams()   # steps 300, gain_steps 900, batch 128, 7.5 passes over the distinct images
+    assert gain_mixed_steps(p, 600, 10_000) == 622                # 1% of Fashion-MNIST + the export
+    assert gain_mixed_steps(p, 6_000, 10_000) == 900              # 10%: 938 passes' worth, cap 900
+    assert gain_mixed_steps(p, 10, 2_000) == 300                  # a small export: floor `steps`
+    assert gain_mixed_steps(p.model_copy(update={"gain_mixed_epochs": None}), 600, 10_000) == 900

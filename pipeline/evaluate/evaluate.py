@@ -238,7 +238,8 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
                 subset = real.take(stratified_subset(real.labels, fraction, seed + 19, num_classes))
                 pending_gains.setdefault(f"{fraction * 100:g}pct", []).append((
                     len(subset), judge.fit_real_accuracy(subset, gain_real_steps(params, len(subset)), seed),
-                    judge.fit_mix(subset, export, params.real_share, params.gain_steps, seed=seed)))
+                    judge.fit_mix(subset, export, params.real_share, gain_mixed_steps(params, len(subset), len(export)),
+                                  seed=seed)))
             if sampler is not None:
                 rule_runs.append(compare_rules(params, gen, rules, judge, sampler, len(export), seed, progress))
         metrics["real_accuracy_all"] = round(acc_all.get(), 4)
@@ -268,6 +269,7 @@ def run(params: EvaluateParams, progress: Progress = SILENT) -> EvaluateSummary:
     metrics["notes"] = metrics["notes"] + metrics.pop("variety_notes") + ([feature_note] if feature_note else [])
     metrics["gain"] = {name: {"real_images": int(g["real_images"][0]),
                               "real_steps": gain_real_steps(params, int(g["real_images"][0])),
+                              "mixed_steps": gain_mixed_steps(params, int(g["real_images"][0]), len(export)),
                               **{k: v for key in ("real", "augmented", "gain") for k, v in mean_std(key, g[key]).items()}}
                        for name, g in gains.items()}
     pool: CandidatePool | None = None
@@ -325,6 +327,16 @@ def gain_real_steps(params: EvaluateParams, n_real: int) -> int:
     if params.gain_real_epochs is None:
         return params.gain_steps
     passes = math.ceil(params.gain_real_epochs * n_real / min(params.batch_size, max(1, n_real)))
+    return min(params.gain_steps, max(params.steps, passes))
+
+
+def gain_mixed_steps(params: EvaluateParams, n_real: int, n_synthetic: int) -> int:
+    """Steps of a gain's mixed arm: gain_steps, or fewer where gain_mixed_epochs passes over its distinct
+    images (the n_real subset, however often it is repeated, and the n_synthetic export) come first, but
+    never fewer than `steps`."""
+    if params.gain_mixed_epochs is None:
+        return params.gain_steps
+    passes = math.ceil(params.gain_mixed_epochs * (n_real + n_synthetic) / params.batch_size)
     return min(params.gain_steps, max(params.steps, passes))
 
 
