@@ -23,12 +23,10 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from anime_recall import draw  # noqa: E402
+from anime_recall import draw, load_run  # noqa: E402
 from pipeline.evaluate.fidelity import frechet_distance, precision_recall  # noqa: E402
-from pipeline.shared.checkpoint import load_checkpoint  # noqa: E402
-from pipeline.shared.classifier import SmallCNN, features  # noqa: E402
-from pipeline.shared.data import load_split  # noqa: E402
-from pipeline.train.models import Generator, ModelConfig, standing_stats  # noqa: E402
+from pipeline.shared.classifier import features  # noqa: E402
+from pipeline.train.models import Generator, standing_stats  # noqa: E402
 
 Filter = Callable[[Image.Image], Image.Image]
 
@@ -62,17 +60,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     args = ap.parse_args()
     torch.manual_seed(0)
-    wd = args.workdir
-    test, _, _, classes = load_split(wd / "data/crop", "test")
-    train, _, _, _ = load_split(wd / "data/crop", "train")
-    model = SmallCNN(3, len(classes), 32)
-    model.load_state_dict(torch.load(next((wd / "data/.evaluate-cache").glob("*.pt")), weights_only=True))
-    model.eval()
-    real = features(model, test)
-    state = load_checkpoint(wd / "runs/train/checkpoint.pt")
-    cfg = ModelConfig(**state["model_config"])
+    run = load_run(args.workdir)
+    model, real, cfg, train = run.model, run.real, run.cfg, run.train
     g = Generator(cfg)
-    g.load_state_dict(state["g_ema"])
+    g.load_state_dict(run.state["g_ema"])
     standing_stats(g, cfg, torch.device("cpu"))
     samples = draw(g.eval(), cfg, args.samples, 1.0, 500)
     reference = train[torch.randperm(len(train))[:args.samples]]

@@ -13,7 +13,9 @@ and writes `--montage`: the 12 best-covered real test faces over their nearest s
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,30 @@ def to_u8(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+@dataclass
+class Run:
+    """What a `bench_anime.py --workdir` folder holds for these benches."""
+
+    test: torch.Tensor          # the real test faces, uint8
+    test_labels: np.ndarray
+    train: torch.Tensor         # the real training faces, uint8
+    classes: list[str]
+    model: SmallCNN             # evaluate's all-real classifier, read from its cache
+    real: np.ndarray            # the test faces' features in it
+    state: dict[str, Any]       # the checkpoint
+    cfg: ModelConfig
+
+
+def load_run(wd: Path) -> Run:
+    test, test_labels, _, classes = load_split(wd / "data/crop", "test")
+    train, _, _, _ = load_split(wd / "data/crop", "train")
+    model = SmallCNN(3, len(classes), 32)
+    model.load_state_dict(torch.load(next((wd / "data/.evaluate-cache").glob("*.pt")), weights_only=True))
+    model.eval()
+    state = load_checkpoint(wd / "runs/train/checkpoint.pt")
+    return Run(test, test_labels, train, classes, model, features(model, test), state, ModelConfig(**state["model_config"]))
+
+
 @torch.no_grad()
 def draw(g: Generator, cfg: ModelConfig, n: int, scale: float, batch: int) -> torch.Tensor:
     y = torch.arange(n) % cfg.num_classes
@@ -44,15 +70,9 @@ def main() -> None:
     ap.add_argument("--montage", type=Path)
     args = ap.parse_args()
     torch.manual_seed(0)
-    wd = args.workdir
-    test, test_labels, _, classes = load_split(wd / "data/crop", "test")
-    train, _, _, _ = load_split(wd / "data/crop", "train")
-    model = SmallCNN(3, len(classes), 32)
-    model.load_state_dict(torch.load(next((wd / "data/.evaluate-cache").glob("*.pt")), weights_only=True))
-    model.eval()
-    real = features(model, test)
-    state = load_checkpoint(wd / "runs/train/checkpoint.pt")
-    cfg = ModelConfig(**state["model_config"])
+    run = load_run(args.workdir)
+    test, test_labels, train, classes = run.test, run.test_labels, run.train, run.classes
+    model, real, state, cfg = run.model, run.real, run.state, run.cfg
 
     def row(name: str, images: torch.Tensor) -> np.ndarray:
         f = features(model, images)
