@@ -21,6 +21,8 @@ def command(
     feature_model: Annotated[Optional[str], option(P, "feature_model")] = None,
     feature_steps: Annotated[Optional[int], option(P, "feature_steps")] = None,
     gain_steps: Annotated[Optional[int], option(P, "gain_steps")] = None,
+    gain_real_epochs: Annotated[Optional[float], option(P, "gain_real_epochs")] = None,
+    gain_mixed_epochs: Annotated[Optional[float], option(P, "gain_mixed_epochs")] = None,
     fractions: Annotated[Optional[str], option(P, "fractions")] = None,
     compare_rankings: Annotated[Optional[bool], option(P, "compare_rankings", "--compare-rankings/--no-compare-rankings")] = None,
     rules: Annotated[Optional[str], option(P, "rules")] = None,
