@@ -85,6 +85,15 @@ def test_every_command_documents_its_flags_with_defaults() -> None:
     assert "--oversample" in runner.invoke(app, ["generate", "--help"], terminal_width=200).output
 
 
+def test_help_lists_choices_only_for_fields_with_choices() -> None:
+    runner = CliRunner(env={"COLUMNS": "400"})   # rich's width: one help line per flag, nothing wrapped
+    for command in ("crawl", "crop", "train", "generate", "export", "evaluate", "report"):
+        text = runner.invoke(app, [command, "--help"]).output
+        assert "<class" not in text, f"augment {command} --help lists types as choices"
+    train_help = runner.invoke(app, ["train", "--help"]).output
+    assert "One of: bce, lsgan, wgan-gp, hinge." in train_help     # a Literal still lists its values
+
+
 def test_log_lines_go_through_the_progress_console(tmp_path: Path) -> None:
     """`augment -v`: records are rendered by rich's RichHandler on the console the progress bars use."""
     import logging

@@ -7,7 +7,7 @@ load with a one-line error naming the key, the value and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, get_args
+from typing import Any, Literal, Optional, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -392,5 +392,11 @@ def field_help(model: type[BaseModel], name: str) -> tuple[str, str]:
 
 
 def allowed_values(model: type[BaseModel], name: str) -> tuple[Any, ...]:
-    """The Literal choices of a field ((), if it is not a Literal)."""
-    return get_args(model.model_fields[name].annotation)
+    """The Literal choices of a field, an Optional Literal's included ((), if it is not a Literal).
+
+    Only a Literal's arguments are choices: an Optional[int]'s are its types, not values to list.
+    """
+    annotation = model.model_fields[name].annotation
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return tuple(v for arg in get_args(annotation) if get_origin(arg) is Literal for v in get_args(arg))
