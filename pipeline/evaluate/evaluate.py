@@ -324,20 +324,21 @@ def feature_judge(params: EvaluateParams, state: dict[str, Any] | None, real: La
 def gain_real_steps(params: EvaluateParams, n_real: int) -> int:
     """Steps of a gain's real-only arm: gain_steps, or fewer where gain_real_epochs passes over its
     n_real images come first, but never fewer than `steps`."""
-    if params.gain_real_epochs is None:
-        return params.gain_steps
-    passes = math.ceil(params.gain_real_epochs * n_real / min(params.batch_size, max(1, n_real)))
-    return min(params.gain_steps, max(params.steps, passes))
+    return _arm_steps(params, params.gain_real_epochs, n_real, min(params.batch_size, max(1, n_real)))
 
 
 def gain_mixed_steps(params: EvaluateParams, n_real: int, n_synthetic: int) -> int:
     """Steps of a gain's mixed arm: gain_steps, or fewer where gain_mixed_epochs passes over its distinct
     images (the n_real subset, however often it is repeated, and the n_synthetic export) come first, but
     never fewer than `steps`."""
-    if params.gain_mixed_epochs is None:
+    return _arm_steps(params, params.gain_mixed_epochs, n_real + n_synthetic, params.batch_size)
+
+
+def _arm_steps(params: EvaluateParams, epochs: float | None, images: int, batch: int) -> int:
+    """gain_steps, or the steps of `epochs` passes over `images` at `batch` a step if fewer, never fewer than `steps`."""
+    if epochs is None:
         return params.gain_steps
-    passes = math.ceil(params.gain_mixed_epochs * (n_real + n_synthetic) / params.batch_size)
-    return min(params.gain_steps, max(params.steps, passes))
+    return min(params.gain_steps, max(params.steps, math.ceil(epochs * images / batch)))
 
 
 MAX_AUTO_WORKERS = 8   # each worker holds its own torch and copies of the data: a 64-core box must not start 64
