@@ -51,6 +51,18 @@ def test_train_writes_checkpoint_grids_losses_and_metrics(tmp_path: Path, crop_d
     assert metrics["steps"] == summary.steps and metrics["classes"] == 3
 
 
+def test_a_fractional_epoch_count_trains_that_share_of_an_epoch_and_draws_its_end(tmp_path: Path, crop_dir: Path) -> None:
+    whole = train.run(params(tmp_path, crop_dir, "one", epochs=1, judge_steps=0))
+    half = train.run(params(tmp_path, crop_dir, "half", epochs=1.5, judge_steps=0))
+    spe = whole.steps
+    assert half.finished and half.steps == round(1.5 * spe) and half.epochs == round(half.steps / spe, 2)
+    # The last, partial epoch still gets its grid: the one that shows what training ended with.
+    assert (tmp_path / "half" / "samples" / "epoch-002.png").exists()
+    assert not (tmp_path / "one" / "samples" / "epoch-002.png").exists()
+    metrics = json.loads((tmp_path / "half.json").read_text())
+    assert metrics["epochs"] == half.epochs and metrics["steps"] == half.steps
+
+
 @pytest.mark.parametrize("loss", ["bce", "lsgan", "hinge", "wgan-gp"])
 def test_every_loss_trains_without_nans(tmp_path: Path, crop_dir: Path, loss: str) -> None:
     summary = train.run(params(tmp_path, crop_dir, loss, loss=loss, max_steps=3))

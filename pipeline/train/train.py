@@ -56,7 +56,7 @@ class Interrupted(PipelineError):
 class TrainSummary:
     out: Path
     steps: int = 0
-    epochs: int = 0
+    epochs: float = 0.0
     images_seen: int = 0
     seconds: float = 0.0
     resumed_from: int | None = None
@@ -200,6 +200,11 @@ class Trainer:
             return len(self.data.images) // self.params.batch_size
         counts = torch.bincount(self.data.labels.cpu())
         return int((counts // group * group).sum()) // self.params.batch_size
+
+    @property
+    def planned_steps(self) -> int:
+        """`epochs` passes in steps, a fractional epoch rounded to a whole step (at least one)."""
+        return max(1, round(self.params.epochs * self.steps_per_epoch))
 
     @property
     def conditional(self) -> bool:
@@ -361,10 +366,11 @@ class Trainer:
         p, spe = self.params, self.steps_per_epoch
         if spe == 0:
             raise TrainError(f"train.batch_size: {p.batch_size} is larger than the {len(self.data.images)} training images")
-        total = p.epochs * spe if p.max_steps is None else min(p.epochs * spe, p.max_steps)
+        planned = self.planned_steps
+        total = planned if p.max_steps is None else min(planned, p.max_steps)
         summary = TrainSummary(out=self.out, resumed_from=self.step or None)
         start_step, started = self.step, time.perf_counter()
-        progress.start("train", total=p.epochs * spe, description="train")
+        progress.start("train", total=planned, description="train")
         progress.advance("train", self.step)
         with stop_requests() as stop:
             while self.step < total:
@@ -375,7 +381,8 @@ class Trainer:
                     self.history.append([self.step, epoch, *row])
                     self.step += 1
                     progress.advance("train", 1, epoch=epoch + 1, loss_d=f"{row[0]:.3f}", loss_g=f"{row[1]:.3f}")
-                    if b == spe - 1:
+                    # A run of a fractional number of epochs ends mid-epoch: its last grid shows the end.
+                    if b == spe - 1 or self.step == planned:
                         self.variety = self.sample_grid(f"epoch-{epoch + 1:03d}")
                         self.warn_if_collapsed(epoch + 1, self.variety)
                         self.save()
@@ -390,9 +397,9 @@ class Trainer:
                     raise Interrupted(f"stopped at step {self.step}; continue with `augment train --resume`")
         self.save()
         summary.seconds = time.perf_counter() - started
-        summary.steps, summary.epochs = self.step, self.step // spe
+        summary.steps, summary.epochs = self.step, round(self.step / spe, 2)
         summary.images_seen = (self.step - start_step) * p.batch_size
-        summary.finished = self.step >= p.epochs * spe
+        summary.finished = self.step >= planned
         summary.metrics = self.final_metrics(summary)
         return summary
 
