@@ -24,6 +24,7 @@ def command(
     lr_g: Annotated[Optional[float], option(P, "lr_g")] = None,
     lr_d: Annotated[Optional[float], option(P, "lr_d")] = None,
     r1_gamma: Annotated[Optional[float], option(P, "r1_gamma")] = None,
+    lecam_weight: Annotated[Optional[float], option(P, "lecam_weight")] = None,
     mbstd_by_class: Annotated[Optional[bool], option(P, "mbstd_by_class", "--mbstd-by-class/--mbstd-mixed")] = None,
     judge_steps: Annotated[Optional[int], option(P, "judge_steps")] = None,
     checkpoint_every: Annotated[Optional[int], option(P, "checkpoint_every")] = None,

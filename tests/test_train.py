@@ -260,3 +260,22 @@ def test_r1_flattens_d_at_the_real_images_and_runs_on_every_nth_step(crop_dir: P
         grad, = torch.autograd.grad(t.d(x, data.labels[:32]).sum(), x)
         return float(grad.square().sum(dim=(1, 2, 3)).mean())
     assert slope(r1) < 0.5 * slope(plain)
+
+
+def test_lecam_penalises_only_logits_past_the_other_sides_anchor() -> None:
+    from pipeline.train.losses import lecam_penalty
+
+    anchors = torch.tensor([1.0, -1.0])   # D's mean logit on real, on fake
+    assert lecam_penalty(torch.tensor([-2.0, -1.0]), torch.tensor([1.0, 2.0]), anchors).item() == 0
+    assert lecam_penalty(torch.tensor([0.0]), torch.tensor([0.0]), anchors).item() == pytest.approx(2.0)
+
+
+def test_lecam_anchors_are_checkpointed_so_a_resumed_run_matches(tmp_path: Path, crop_dir: Path) -> None:
+    kw = dict(epochs=1, checkpoint_every=2, lecam_weight=0.5, judge_steps=0)
+    train.run(params(tmp_path, crop_dir, "full", **kw))
+    train.run(params(tmp_path, crop_dir, "part", **kw, max_steps=3))
+    train.run(params(tmp_path, crop_dir, "part", **kw), resume=True)
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert a["lecam"].abs().sum() > 0 and torch.equal(a["lecam"], b["lecam"])
+    for name, tensor in a["g"].items():
+        assert torch.allclose(tensor.float(), b["g"][name].float(), atol=1e-6), f"g.{name} differs after resume"

@@ -191,6 +191,7 @@ class TrainParams(_Section):
     reuse_fake: bool = Field(False, description="G's step reuses the last D step's fakes (and their noise), as the PyTorch DCGAN example does: one G forward a step fewer (1.07x the default GAN step), but on the anime recipe's faces one seed lost recall and variety (bench/RESULTS.md, \"Speed, third round\"); false: G's step draws fresh noise.")
     gp_weight: float = Field(10.0, ge=0, description="Gradient-penalty weight for wgan-gp.")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty (Mescheder et al. 2018): gamma/2 x the squared gradient of D's logit with respect to real images, added to D's loss (0 = off).")
+    lecam_weight: float = Field(0.0, ge=0, description="LeCam regulariser on D (Tseng et al. 2021, for limited data): this weight x the squared distance of D's real logits above the moving mean of its fake ones, and of its fake logits below that of its real ones (0 = off).")
     r1_every: int = Field(4, ge=1, description="Apply R1 on every N-th step, scaled by N (lazy regularisation, StyleGAN2): the same penalty on average for 1/N of its cost.")
     spectral_norm: bool = Field(False, description="Spectral normalisation in D instead of batch norm (wgan-gp uses neither).")
     mbstd_group: int = Field(4, ge=0, description="Minibatch-std group size in D against mode collapse (0 = off).")

@@ -52,3 +52,13 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, gamma: float) -> t
     """
     grad, = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
     return 0.5 * gamma * grad.float().square().sum(dim=(1, 2, 3)).mean()
+
+
+def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """LeCam regulariser (Tseng et al. 2021, "Regularizing GANs under limited data").
+
+    Pulls D's real logits no higher than the moving average of its fake ones and its fake
+    logits no lower than that of its real ones (`anchors`: [mean real, mean fake], an EMA), so D
+    cannot grow confident by memorising a small training set.
+    """
+    return F.relu(real_logits - anchors[1]).pow(2).mean() + F.relu(anchors[0] - fake_logits).pow(2).mean()

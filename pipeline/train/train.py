@@ -33,7 +33,7 @@ from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 from pipeline.train.dataset import TrainError, TrainingData, epoch_order, label_weights, load_training_data
 from pipeline.train.diffaugment import diff_augment
-from pipeline.train.losses import d_loss, g_loss, gradient_penalty, r1_penalty
+from pipeline.train.losses import d_loss, g_loss, gradient_penalty, lecam_penalty, r1_penalty
 from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 GRID_STAT_BATCHES = 4   # x 256 samples: batch-norm statistics for the epoch grids (generate uses 16)
 # Params that --resume may change: how long to run, where to write, how fast to compute.
 # Every other train param shapes the run itself (a changed batch size skips or repeats data).
+LECAM_DECAY = 0.99   # the anchors' EMA, as in the paper's code
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
                                "grid_per_class", "input", "out", "metrics", "judge_steps", "judge_batch_size"})
 
@@ -163,6 +164,7 @@ class Trainer:
         self.aug_gen = torch.Generator().manual_seed(params.seed + 2 + 1009 * ctx.rank)
         self.label_weights = label_weights(data.meta.get("class_counts", []), params.label_sampling)
         self.step = 0
+        self.lecam = torch.zeros(2)   # EMA of D's mean logits on real and fake images (train.lecam_weight)
         self.history: list[list[float]] = []
         self.judge: dict[str, Any] | None = None
         self.variety: list[ClassVariety] = []     # of the last epoch's grid
@@ -219,6 +221,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
+            "lecam": self.lecam.clone(),
             **({"judge": self.judge} if self.judge is not None else {}),
         }
 
@@ -243,6 +246,8 @@ class Trainer:
             self.aug_gen.set_state(state["rng"]["augment"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = state["history"].tolist()
+        if "lecam" in state:   # checkpoints from before the LeCam term have none
+            self.lecam = state["lecam"].float().clone()
         self.judge = state.get("judge")
 
     def save(self) -> None:
@@ -305,6 +310,10 @@ class Trainer:
                 x_real = real.detach().requires_grad_(True) if r1 else real
                 out_real, out_fake = self._d_logits(x_real, y_real), self._d_logits(fake, y_fake)
                 loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
+            if p.lecam_weight > 0:
+                means = torch.stack([out_real.detach().float().mean(), out_fake.detach().float().mean()]).cpu()
+                self.lecam = means if self.step == 0 else self.lecam.lerp(means, 1 - LECAM_DECAY)
+                loss_d = loss_d + p.lecam_weight * lecam_penalty(out_real.float(), out_fake.float(), self.lecam.to(self.device))
             if r1:
                 loss_d = loss_d + p.r1_every * r1_penalty(out_real, x_real, p.r1_gamma)
             if p.loss == "wgan-gp":
