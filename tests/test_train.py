@@ -10,7 +10,7 @@ import torch
 
 from pipeline.shared.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.shared.config import TrainParams
-from pipeline.train import dataset, train
+from pipeline.train import dataset, ema, train
 
 TINY = dict(batch_size=16, z_dim=8, g_channels=8, d_channels=8, embed_dim=4, threads=1, ema_start=2, grid_per_class=4,
             judge_steps=10)
@@ -128,13 +128,13 @@ def test_ema_of_a_short_run_forgets_the_generator_it_started_from() -> None:
     def weight_of_start(rampup: float | None, steps: int) -> float:
         w = 1.0
         for step in range(201, 201 + steps):
-            w *= train.ema_decay_at(step, 0.999, 200, rampup)
+            w *= ema.ema_decay_at(step, 0.999, 200, rampup)
         return w
 
-    assert train.ema_decay_at(199, 0.999, 200, 0.25) == 0.0      # a copy before ema_start
+    assert ema.ema_decay_at(199, 0.999, 200, 0.25) == 0.0      # a copy before ema_start
     assert weight_of_start(None, 490) > 0.6                      # 0.999 from the start: mostly the old G
     assert weight_of_start(0.25, 490) < 0.01                     # half-life capped at 0.25 x 490 steps
-    assert train.ema_decay_at(200 + 10_000, 0.999, 200, 0.25) == 0.999   # long runs reach the set decay
+    assert ema.ema_decay_at(200 + 10_000, 0.999, 200, 0.25) == 0.999   # long runs reach the set decay
     # the Fashion-MNIST default (4,685 steps): the ramp-up leaves the final EMA almost as it was
     assert weight_of_start(0.25, 4485) < 0.01 and weight_of_start(None, 4485) < 0.02
 

@@ -33,6 +33,7 @@ from pipeline.shared.progress import SILENT, Progress
 from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety, collapsed
 from pipeline.train.dataset import TrainError, TrainingData, epoch_order, label_weights, load_training_data
 from pipeline.train.diffaugment import diff_augment
+from pipeline.train.ema import ema_decay_at, update_ema
 from pipeline.train.losses import d_loss, g_loss, gradient_penalty, lecam_penalty, r1_penalty
 from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
 
@@ -80,28 +81,6 @@ def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
                        g_channels=params.g_channels, d_channels=params.d_channels,
                        embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group,
                        g_upsample=params.g_upsample, g_skip=params.g_skip, g_z_norm=params.g_z_norm)
-
-
-def ema_decay_at(step: int, decay: float, start: int, rampup: float | None) -> float:
-    """The EMA decay for `step`: 0 (a copy) before `start`, then `decay`, its half-life capped at
-    `rampup` x the steps since `start`.
-
-    Without the cap, 0.999 (a 693-step half-life) kept a 690-step run's EMA at 61% G-at-step-200:
-    fine for the 3,748 steps of the Fashion-MNIST default, wrong for a few hundred anime faces.
-    """
-    if step < start:
-        return 0.0
-    if rampup is None:
-        return decay
-    return min(decay, 0.5 ** (1.0 / (rampup * (step - start + 1))))
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
 
 
 def fixed_grid_inputs(cfg: ModelConfig, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
