@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 CHECKPOINT_NAME = "checkpoint.pt"
 GRID_STAT_BATCHES = 4   # x 256 samples: batch-norm statistics for the epoch grids (generate uses 16)
+LECAM_DECAY = 0.99   # the LeCam anchors' EMA, as in the paper's code
 # Params that --resume may change: how long to run, where to write, how fast to compute.
 # Every other train param shapes the run itself (a changed batch size skips or repeats data).
-LECAM_DECAY = 0.99   # the anchors' EMA, as in the paper's code
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "precision", "threads", "compile",
                                "grid_per_class", "input", "out", "metrics", "judge_steps", "judge_batch_size"})
 
