@@ -12,13 +12,17 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$work"
 for commit in "$@"; do
   dir="$work/$commit"
-  rm -rf "$dir"
+  if [ -e "$dir" ]; then   # never delete a folder this script did not make in this run
+    echo "error: $dir exists; give another WORKDIR (nothing was changed)" >&2
+    exit 2
+  fi
   git clone -q "$repo" "$dir"
   git -C "$dir" checkout -q "$commit"
   ln -s "$repo/.venv" "$dir/.venv"
   (
     cd "$dir"
     export PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD"
+    set +e   # a failed repro is reported with its exit status, not cut short
     t0=$(date +%s.%N)
     dvc repro 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done > repro_ts.log
     rc=${PIPESTATUS[0]}
