@@ -27,21 +27,36 @@ def augment(args: list[str], cwd: Path, nproc: int = 1) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def train_pair(tmp: Path, extra: dict | None = None) -> Path:
     """The same tiny training run, once in one process and once with torchrun on 2 processes."""
     from tests.conftest import shapes_crop
 
-    tmp = tmp_path_factory.mktemp("ddp")
     shapes_crop(tmp, 64, seed=3)
     for name, nproc in (("single", 1), ("ddp", 2)):
-        params = {"train": {**TRAIN, "input": str(tmp / "crop"), "out": str(tmp / name), "metrics": str(tmp / f"{name}.json")}}
+        params = {"train": {**TRAIN, **(extra or {}), "input": str(tmp / "crop"), "out": str(tmp / name),
+                            "metrics": str(tmp / f"{name}.json")}}
         (tmp / f"{name}.yaml").write_text(yaml.safe_dump(params))
         augment(["train", "--params", str(tmp / f"{name}.yaml")], tmp, nproc)
     return tmp
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_pair(tmp_path_factory.mktemp("ddp"))
+
+
 def test_two_process_training_matches_one_process(runs: Path) -> None:
+    assert_same_training(runs)
+
+
+def test_two_process_training_with_fastgans_parts_matches_one_process(tmp_path: Path) -> None:
+    """D's decoders (their batch norm synced, the same quarter drawn on every rank) and G's excitation gates."""
+    runs = train_pair(tmp_path, {"d_recon_weight": 1.0, "g_sle": True})
+    assert any(name.startswith("decode_part") for name in load_checkpoint(runs / "ddp" / "checkpoint.pt")["d"])
+    assert_same_training(runs)
+
+
+def assert_same_training(runs: Path) -> None:
     single, ddp = load_checkpoint(runs / "single" / "checkpoint.pt"), load_checkpoint(runs / "ddp" / "checkpoint.pt")
     assert single["step"] == ddp["step"] == 4
     for key in ("g", "d", "g_ema"):

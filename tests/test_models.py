@@ -127,3 +127,44 @@ def test_gradient_penalty_is_zero_for_unit_gradient_critic() -> None:
     real, fake = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     assert gradient_penalty(critic, real, fake, None).item() == pytest.approx(0.0, abs=1e-8)
     assert gradient_penalty(lambda x, y: 3 * critic(x, y), real, fake, None).item() == pytest.approx(4.0, rel=1e-5)
+
+
+def test_sle_gates_the_fine_sides_channels_from_a_coarse_side() -> None:
+    """g_sle: each gate is one value per channel (pooled from a side two doublings smaller) in (0, 1), and
+    it reaches the output; checkpoints without the key build the G without gates."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=64, channels=3, num_classes=3, z_dim=8, g_channels=8, d_channels=8, g_sle=True)
+    g, _ = build(cfg)
+    assert len(g.sle) == cfg.n_up - 2
+    z, y = torch.randn(4, 8), torch.tensor([0, 2, 1, 1])   # train mode: batch statistics, as in training
+    gate = g.sle[0](torch.randn(2, g.ups[0].in_channels, 4, 4))
+    assert gate.shape == (2, g.ups[1].out_channels, 1, 1) and bool(((gate > 0) & (gate < 1)).all())
+    with torch.no_grad():
+        before = g(z, y)
+        g.sle[-1][-2].weight.fill_(-10.0)   # the last gate shut: the finest side's channels cut off
+        after = g(z, y)
+    assert (after - before).abs().mean() > 0.01
+    old = {k: v for k, v in cfg.to_dict().items() if k != "g_sle"}
+    assert build(ModelConfig(**old))[0].sle is None
+
+
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_d_recon_decoders_redraw_the_image_and_a_quarter_of_it(size: int) -> None:
+    """d_recon: D's decoders draw the whole image and quarter `part` from its features, the logits are those
+    of the plain forward, and the L1 reconstruction loss trains the decoders and D's features alike."""
+    from pipeline.train.losses import recon_loss
+    from pipeline.train.models import quarter
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(size=size, channels=3, num_classes=3, z_dim=8, g_channels=8, d_channels=8, d_norm="batch",
+                      d_recon=True)
+    _, d = build(cfg)
+    x, y = torch.rand(8, 3, size, size) * 2 - 1, torch.randint(3, (8,))
+    logits, whole, part_image = d(x, y, 3)
+    assert torch.allclose(logits, d(x, y), atol=1e-5)
+    assert whole.shape == part_image.shape and whole.shape[1] == 3 and whole.shape[-1] >= size // 4
+    assert torch.equal(quarter(x, 3), x[..., size // 2:, size // 2:])
+    recon_loss(x, whole, part_image, 3).backward()
+    assert d.decode_whole[1].weight.grad.abs().sum() > 0 and d.decode_part[1].weight.grad.abs().sum() > 0
+    assert d.features[0].weight.grad.abs().sum() > 0
+    assert d.head.weight.grad is None

@@ -279,3 +279,31 @@ def test_lecam_anchors_are_checkpointed_so_a_resumed_run_matches(tmp_path: Path,
     assert a["lecam"].abs().sum() > 0 and torch.equal(a["lecam"], b["lecam"])
     for name, tensor in a["g"].items():
         assert torch.allclose(tensor.float(), b["g"][name].float(), atol=1e-6), f"g.{name} differs after resume"
+
+
+def test_d_recon_teaches_d_to_redraw_real_images_and_generate_loads_its_checkpoint(tmp_path: Path, crop_dir: Path) -> None:
+    """`d_recon_weight` adds the decoders' L1 error on real images to D's loss: after a few steps they redraw
+    the real images far better than at initialisation, and the checkpoint (decoders included) loads for scoring."""
+    from pipeline.generate.sampling import Sampler
+    from pipeline.shared.data import to_float
+    from pipeline.train.dataset import load_training_data
+    from pipeline.train.losses import recon_loss
+    from pipeline.train.train import Trainer
+
+    p = params(tmp_path, crop_dir, "recon", epochs=1, d_recon_weight=1.0, lr_d=0.002, judge_steps=0)
+    data = load_training_data(crop_dir, torch.device("cpu"))
+    trainer = Trainer(p, data, torch.device("cpu"), "fp32")
+    order = torch.arange(len(data.images))
+    x, y = to_float(data.images[:32]), data.labels[:32]
+
+    def error() -> float:
+        with torch.no_grad():
+            return float(recon_loss(x, *trainer.d(x, y, 1)[1:], 1))
+    before = error()
+    for step in range(16):
+        trainer.step = step
+        trainer.train_step(order[(step % 4) * 16:(step % 4 + 1) * 16])
+    assert error() < 0.6 * before
+    train.run(p)
+    sampler = Sampler.from_checkpoint(tmp_path / "recon" / "checkpoint.pt", torch.device("cpu"), "fp32")
+    assert sampler.d.cfg.d_recon and hasattr(sampler.d, "decode_part")

@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from pipeline.train.models import quarter
+
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Discriminator loss (without the gradient penalty, which needs D itself)."""
@@ -62,3 +64,12 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors:
     cannot grow confident by memorising a small training set.
     """
     return F.relu(real_logits - anchors[1]).pow(2).mean() + F.relu(anchors[0] - fake_logits).pow(2).mean()
+
+
+def recon_loss(real: torch.Tensor, whole: torch.Tensor, part_image: torch.Tensor, part: int) -> torch.Tensor:
+    """FastGAN's reconstruction loss on D's decoders (L1 here; the paper's LPIPS needs downloaded weights):
+    the whole real image and its quarter `part`, each area-resized to what its decoder draws."""
+    real = real.detach().float()
+    target_whole = F.interpolate(real, size=whole.shape[-2:], mode="area")
+    target_part = F.interpolate(quarter(real, part), size=part_image.shape[-2:], mode="area")
+    return (whole.float() - target_whole).abs().mean() + (part_image.float() - target_part).abs().mean()

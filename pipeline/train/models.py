@@ -29,6 +29,8 @@ class ModelConfig:
     g_upsample: str = "transposed"  # transposed (4x4 stride-2 transposed convolutions) | resize (nearest x2, then 3x3)
     g_skip: bool = False          # StyleGAN2's skip output: an RGB image at every side, upsampled and summed
     g_z_norm: bool = False        # BigGAN: z (besides the class) sets every batch norm's gain and bias
+    g_sle: bool = False           # FastGAN: skip-layer excitation, each side's channels gated by the side 4x smaller
+    d_recon: bool = False         # FastGAN: decoders on D's features redraw the real image (self-supervised)
 
     def __post_init__(self) -> None:
         if self.size not in SUPPORTED_SIZES:
@@ -146,6 +148,10 @@ class Generator(nn.Module):
         # convolution, and the sides' images are upsampled (bilinear) and summed, so the coarse
         # layers set the flat colour fields and the fine ones only add to them.
         self.to_rgb = nn.ModuleList([nn.Conv2d(c, cfg.channels, 1) for c in ch]) if cfg.g_skip else None
+        # Skip-layer excitation (Liu et al. 2021, FastGAN): a side's feature map, pooled to 4x4, sets a
+        # gain per channel of the side two doublings larger, so the coarse layout reaches the fine
+        # layers without passing through every layer between (a short gradient path for small data).
+        self.sle = nn.ModuleList([_excite(ch[i], ch[i + 2]) for i in range(cfg.n_up - 2)]) if cfg.g_sle else None
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = y if self.cfg.num_classes else None
@@ -154,12 +160,22 @@ class Generator(nn.Module):
         zn = z if self.cfg.g_z_norm else None
         h = torch.relu(self.norms[0](h, y, zn))
         rgb = self.to_rgb[0](h) if self.to_rgb is not None else None
+        sides = [h]
         for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:]), start=1):
             h = torch.relu(norm(up(h), y, zn))
+            if self.sle is not None and i >= 2:
+                h = h * self.sle[i - 2](sides[i - 2])
+            sides.append(h)
             if rgb is not None:
                 rgb = _double(rgb) + self.to_rgb[i](h)
         out = self.to_image(h)
         return torch.tanh(out if rgb is None else out + _double(rgb))
+
+
+def _excite(cin: int, cout: int) -> nn.Sequential:
+    """FastGAN's skip-layer excitation: pool to 4x4, a 4x4 convolution to one value per channel, a 1x1, a sigmoid gate."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(cin, cout, 4, 1, 0, bias=False), nn.SiLU(),
+                         nn.Conv2d(cout, cout, 1, 1, 0, bias=False), nn.Sigmoid())
 
 
 def _double(x: torch.Tensor) -> torch.Tensor:
@@ -232,14 +248,56 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = wrap(nn.Linear(ch[-1], 1))
         self.project = wrap(nn.Embedding(cfg.num_classes, ch[-1])) if cfg.num_classes else None
+        # FastGAN's self-supervised D (Liu et al. 2021): small decoders redraw the whole image from
+        # the last feature map and a quarter of it from the one before, so D's features must keep
+        # what the image looks like, not only what tells real from fake on a few thousand images.
+        if cfg.d_recon:
+            self.decode_whole = _decoder(ch[-1], cfg.channels, cfg.d_channels)
+            self.decode_part = _decoder(ch[-2], cfg.channels, cfg.d_channels)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """One logit per image: higher means 'more like real data of class y'."""
-        h = self.features(x).sum(dim=(2, 3))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, part: int | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One logit per image: higher means 'more like real data of class y'. With `part` (d_recon
+        only), also the decoders' images: (logits, whole image, quarter `part`)."""
+        if part is not None:
+            return self._forward_recon(x, y, part)
+        return self._logits(self.features(x), y)
+
+    def _logits(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = h.sum(dim=(2, 3))
         out = self.head(h).squeeze(1)
         if self.project is not None:
             out = out + (self.project(y) * h).sum(dim=1)
         return out
+
+    def _forward_recon(self, x: torch.Tensor, y: torch.Tensor | None, part: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, the whole image and its quarter `part` (0-3, row-major) redrawn: 32 x 32 each (24 x 24 at 96 px)."""
+        acts = []   # the downsamplings' outputs: the last is 4x4 (3x3 at 96 px), the one before twice that
+        h = x
+        for layer in self.features:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU) and len(acts) < self.cfg.n_up:
+                acts.append(h)
+        last, before = acts[-1], acts[-2]
+        return self._logits(h, y), self.decode_whole(last), self.decode_part(quarter(before, part))
+
+
+def quarter(x: torch.Tensor, part: int) -> torch.Tensor:
+    """Quarter `part` of an image batch, row-major: 0 top left, 1 top right, 2 bottom left, 3 bottom right."""
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
+    r, c = divmod(part, 2)
+    return x[..., r * h:(r + 1) * h, c * w:(c + 1) * w]
+
+
+def _decoder(cin: int, cout: int, width: int) -> nn.Sequential:
+    """Three doublings of a 4x4 (or 3x3) feature map to an image: nearest x2, 3x3 conv, batch norm, GLU (FastGAN's up-block)."""
+    widths = [cin, width * 4, width * 2, width]
+    layers: list[nn.Module] = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, 2 * b, 3, 1, 1, bias=False),
+                   BatchNorm2d(2 * b), nn.GLU(dim=1)]
+    return nn.Sequential(*layers, nn.Conv2d(width, cout, 3, 1, 1), nn.Tanh())
 
 
 @torch.no_grad()

@@ -34,8 +34,9 @@ from pipeline.shared.variety import COLLAPSE_RATIO, ClassVariety, class_variety,
 from pipeline.train.dataset import TrainError, TrainingData, epoch_order, label_weights, load_training_data
 from pipeline.train.diffaugment import diff_augment
 from pipeline.train.ema import ema_decay_at, update_ema
-from pipeline.train.losses import d_loss, g_loss, gradient_penalty, lecam_penalty, r1_penalty
+from pipeline.train.losses import d_loss, g_loss, gradient_penalty, lecam_penalty, r1_penalty, recon_loss
 from pipeline.train.models import Generator, ModelConfig, build, standing_stats, sync_batchnorm
+from pipeline.train.plots import plot_losses
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
@@ -80,7 +81,8 @@ def model_config(params: TrainParams, data: TrainingData) -> ModelConfig:
                        num_classes=len(data.classes) if conditional else 0, z_dim=params.z_dim,
                        g_channels=params.g_channels, d_channels=params.d_channels,
                        embed_dim=params.embed_dim, d_norm=d_norm, mbstd_group=params.mbstd_group,
-                       g_upsample=params.g_upsample, g_skip=params.g_skip, g_z_norm=params.g_z_norm)
+                       g_upsample=params.g_upsample, g_skip=params.g_skip, g_z_norm=params.g_z_norm, g_sle=params.g_sle,
+                       d_recon=params.d_recon_weight > 0)
 
 
 def fixed_grid_inputs(cfg: ModelConfig, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -265,10 +267,23 @@ class Trainer:
 
     def _d_logits(self, x: torch.Tensor, y: torch.Tensor | None, d: nn.Module | None = None) -> torch.Tensor:
         """D's logits, on DiffAugment-ed images when a policy is set (real and fake alike)."""
-        if self.diffaug:
-            group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
-            x = diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
-        return (self.d_train if d is None else d)(x, y)
+        return (self.d_train if d is None else d)(self._augment(x), y)
+
+    def _d_real(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """D's logits on real images, and its weighted reconstruction error on the images it saw (0 when
+        train.d_recon_weight is 0)."""
+        if self.params.d_recon_weight == 0:
+            return self._d_logits(x, y), 0.0
+        x = self._augment(x)
+        part = int(torch.randint(4, (1,), generator=self.noise))
+        logits, whole, part_image = self.d_train(x, y, part)
+        return logits, self.params.d_recon_weight * recon_loss(x, whole, part_image, part)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.diffaug:
+            return x
+        group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
+        return diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
 
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
@@ -287,8 +302,9 @@ class Trainer:
                 fake = fake_g.detach()
                 r1 = p.r1_gamma > 0 and self.step % p.r1_every == 0
                 x_real = real.detach().requires_grad_(True) if r1 else real
-                out_real, out_fake = self._d_logits(x_real, y_real), self._d_logits(fake, y_fake)
-                loss_d = d_loss(p.loss, out_real.float(), out_fake.float())
+                out_real, recon = self._d_real(x_real, y_real)
+                out_fake = self._d_logits(fake, y_fake)
+                loss_d = d_loss(p.loss, out_real.float(), out_fake.float()) + recon
             if p.lecam_weight > 0:
                 means = torch.stack([out_real.detach().float().mean(), out_fake.detach().float().mean()]).cpu()
                 self.lecam = means if self.step == 0 else self.lecam.lerp(means, 1 - LECAM_DECAY)
@@ -422,31 +438,6 @@ def resume_changes(state: dict[str, Any], params: TrainParams, data: TrainingDat
     if state.get("data_sha256") and state["data_sha256"] != data.digest:
         changes.append(f"the training data in {params.input} differs from the checkpoint's")
     return changes
-
-
-def plot_losses(history: list[list[float]], path: Path) -> None:
-    """Loss curves (raw and smoothed) as a PNG next to losses.csv."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h = np.array(history)
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    window = max(1, len(h) // 50)
-    kernel = np.ones(window) / window
-    for col, name in ((2, "loss_d"), (3, "loss_g")):
-        ax.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.6)
-        if len(h) >= window:
-            ax.plot(h[window - 1:, 0], np.convolve(h[:, col], kernel, mode="valid"), label=name, linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def run(params: TrainParams, resume: bool = False, progress: Progress = SILENT, force: bool = False) -> TrainSummary:
