@@ -141,7 +141,7 @@ def test_sle_gates_the_fine_sides_channels_from_a_coarse_side() -> None:
     assert gate.shape == (2, g.ups[1].out_channels, 1, 1) and bool(((gate > 0) & (gate < 1)).all())
     with torch.no_grad():
         before = g(z, y)
-        g.sle[-1][-2].weight.fill_(-10.0)   # the last gate shut: the finest side's channels cut off
+        g.sle[-1][-2].weight.fill_(-10.0)   # the last side's gates pushed far from the ~0.5 they start at
         after = g(z, y)
     assert (after - before).abs().mean() > 0.01
     old = {k: v for k, v in cfg.to_dict().items() if k != "g_sle"}
