@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anime_recall import draw, load_run  # noqa: E402
 from pipeline.evaluate.fidelity import _sq_dists, frechet_distance, precision_recall  # noqa: E402
-from pipeline.shared.checkpoint import load_checkpoint  # noqa: E402
+from pipeline.shared.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from pipeline.shared.data import DataError  # noqa: E402
 from pipeline.shared.classifier import features  # noqa: E402
 from pipeline.train.models import Generator, ModelConfig, standing_stats  # noqa: E402
 
@@ -42,7 +43,10 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--samples", type=int, default=2000)
     args = ap.parse_args()
-    run = load_run(args.workdir)
+    try:
+        run = load_run(args.workdir)
+    except (DataError, CheckpointError, StopIteration) as err:
+        sys.exit(f"error: {args.workdir}: not a bench_anime.py --workdir folder with a crop, checkpoint and evaluate cache ({err or 'no cached classifier'})")
     real_nn = np.sqrt(_sq_dists(run.real, run.real))
     np.fill_diagonal(real_nn, np.inf)
     print(f"real test faces: {len(run.real)}; real -> nearest other real, median {np.median(real_nn.min(1)):.2f}\n")
