@@ -8,7 +8,7 @@ recall against the real test faces in evaluate's feature space (its all-real cla
 the `bench_anime.py --workdir` folder's cache), FD, and the median distance from a real test face to
 its nearest sample (real faces to their nearest other real face: the level recall needs).
 
-    .venv/bin/python bench/anime_draws.py WORKDIR [--checkpoint CKPT ...] [--draws 5]
+    .venv/bin/python bench/anime_draws.py WORKDIR [--checkpoint CKPT ...] [--draws 5] [--latent-scale 1.0 1.3 ...]
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def main() -> None:
                     help="checkpoints to measure (default: the folder's runs/train/checkpoint.pt)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--latent-scale", type=float, nargs="*", default=[1.0],
+                    help="std of z (generate.latent_scale); several values give one row each")
     args = ap.parse_args()
     try:
         run = load_run(args.workdir)
@@ -50,8 +52,8 @@ def main() -> None:
     real_nn = np.sqrt(_sq_dists(run.real, run.real))
     np.fill_diagonal(real_nn, np.inf)
     print(f"real test faces: {len(run.real)}; real -> nearest other real, median {np.median(real_nn.min(1)):.2f}\n")
-    print("| checkpoint | step | precision | recall | FD | real -> nearest sample | recall per draw |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| checkpoint | step | z std | precision | recall | FD | real -> nearest sample | recall per draw |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for path in args.checkpoint or [args.workdir / "runs/train/checkpoint.pt"]:
         state = load_checkpoint(path)
         cfg = ModelConfig(**state["model_config"])
@@ -60,16 +62,17 @@ def main() -> None:
         torch.manual_seed(0)
         standing_stats(g, cfg, torch.device("cpu"))
         g.eval()
-        rows = []
-        for d in range(args.draws):
-            torch.manual_seed(1000 + d)
-            f = features(run.model, draw(g, cfg, args.samples, 1.0, 500))
-            p, r = precision_recall(run.real, f, 3)
-            rows.append((p, r, frechet_distance(run.real, f), nearest(run.real, f)))
-        a = np.asarray(rows)
-        m, s = a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(4)
-        print(f"| {path} | {state['step']} | {m[0]:.3f} ± {s[0]:.3f} | {m[1]:.3f} ± {s[1]:.3f} | {m[2]:.2f} ± {s[2]:.2f} "
-              f"| {m[3]:.3f} ± {s[3]:.3f} | {', '.join(f'{r:.3f}' for r in a[:, 1])} |", flush=True)
+        for scale in args.latent_scale:
+            rows = []
+            for d in range(args.draws):
+                torch.manual_seed(1000 + d)
+                f = features(run.model, draw(g, cfg, args.samples, scale, 500))
+                p, r = precision_recall(run.real, f, 3)
+                rows.append((p, r, frechet_distance(run.real, f), nearest(run.real, f)))
+            a = np.asarray(rows)
+            m, s = a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(4)
+            print(f"| {path} | {state['step']} | {scale:g} | {m[0]:.3f} ± {s[0]:.3f} | {m[1]:.3f} ± {s[1]:.3f} | {m[2]:.2f} ± {s[2]:.2f} "
+                  f"| {m[3]:.3f} ± {s[3]:.3f} | {', '.join(f'{r:.3f}' for r in a[:, 1])} |", flush=True)
 
 
 if __name__ == "__main__":
