@@ -49,6 +49,7 @@ def recipe(base_url: str) -> list[str]:
         "train.embed_dim": 4, "train.threads": 1, "train.grid_per_class": 3, "train.judge_steps": 5,
         "train.diffaugment": "'translation,cutout'",   # quoted: a bare a,b,c is a Hydra sweep
         "train.r1_gamma": 1.0, "train.lr_g": 0.0002, "train.lr_d": 0.0002,
+        "generate.latent_scale": 1.6,
         "generate.count": 40, "generate.oversample": 2, "generate.batch_size": 40, "generate.threads": 1,
         "evaluate.steps": 3, "evaluate.feature_steps": 3, "evaluate.gain_steps": 3, "evaluate.seeds": 2, "evaluate.batch_size": 16, "evaluate.fractions": "[0.5]", "evaluate.compare_count": 10,
         "evaluate.feature_samples": 40, "evaluate.grid_per_class": 2, "evaluate.threads": 1,
@@ -89,6 +90,8 @@ def test_the_anime_recipe_runs_every_stage_under_dvc_exp_run(repo: Path) -> None
         assert (repo / "runs/train/samples/epoch-001.png").exists()
         state = load_checkpoint(repo / "runs/train/checkpoint.pt")
         assert state["params"]["diffaugment"] == "translation,cutout" and "augment" in state["rng"]
+        generated = json.loads((repo / "data/generated/meta.json").read_text())
+        assert generated["params"]["latent_scale"] == 1.6   # the recipe's wider z reaches generate and its record
         folders = {p.name for p in (repo / "data/export").iterdir() if p.is_dir()}
         assert {name.split("_", 1)[1] for name in folders} == set(HAIRS)   # <id>_<label>, in label-id order
         pngs = list((repo / "data/export").glob("*/*.png"))
