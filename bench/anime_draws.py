@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--latent-scale", type=float, nargs="*", default=[1.0],
                     help="std of z (generate.latent_scale); several values give one row each")
     args = ap.parse_args()
+    if any(scale <= 0 for scale in args.latent_scale):
+        ap.error(f"--latent-scale {args.latent_scale}: every value must be above 0 (the std of z)")
     try:
         run = load_run(args.workdir)
     except (DataError, CheckpointError, StopIteration) as err:
