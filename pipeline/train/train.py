@@ -285,11 +285,23 @@ class Trainer:
         group = self.params.mbstd_group if self.params.diffaugment_groups and self.params.mbstd_group > 1 else 1
         return diff_augment(x, self.diffaug, self.aug_gen, group).contiguous(memory_format=torch.channels_last)
 
+    def _mirror(self, real: torch.Tensor, n: int) -> torch.Tensor:
+        """Real images with a random half flipped left-right (train.xflip), else as they are.
+
+        The coin flips come from (seed, step) alone, drawn for the whole global batch and sliced
+        to this rank, so a resumed run mirrors the same images and the other streams are untouched.
+        """
+        if not self.params.xflip:
+            return real
+        gen = torch.Generator().manual_seed(self.params.seed * 1_000_003 + self.step + 7_919)
+        flip = self._local(torch.rand(n, generator=gen) < 0.5).to(real.device)
+        return torch.where(flip.view(-1, 1, 1, 1), real.flip(3), real)
+
     def train_step(self, idx: torch.Tensor) -> list[float]:
         p = self.params
         n = idx.shape[0]
         idx = self._local(idx).to(self.data.images.device)
-        real = to_float(self.data.images[idx])
+        real = to_float(self._mirror(self.data.images[idx], n))
         y_real = self.data.labels[idx] if self.conditional else None
         for i in range(p.d_steps):
             z, y_fake = self._noise(n)
