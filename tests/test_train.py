@@ -307,3 +307,36 @@ def test_d_recon_teaches_d_to_redraw_real_images_and_generate_loads_its_checkpoi
     train.run(p)
     sampler = Sampler.from_checkpoint(tmp_path / "recon" / "checkpoint.pt", torch.device("cpu"), "fp32")
     assert sampler.d.cfg.d_recon and hasattr(sampler.d, "decode_part")
+
+
+def test_xflip_shows_d_a_random_half_of_the_real_batch_mirrored_the_same_way_on_a_rerun(crop_dir: Path) -> None:
+    """train.xflip: D's real batch is the real images, some mirrored left-right (exactly), chosen anew each step
+    from (seed, step), so a resumed run mirrors the same ones; off, D sees the images as they are."""
+    from pipeline.shared.data import to_float
+    from pipeline.train.dataset import load_training_data
+    from pipeline.train.train import Trainer
+
+    data = load_training_data(crop_dir, torch.device("cpu"))
+    batch = torch.arange(32)
+    real = to_float(data.images[batch])
+
+    def d_real_input(xflip: bool, step: int) -> torch.Tensor:
+        params = TrainParams(input=crop_dir, batch_size=32, z_dim=8, g_channels=8, d_channels=8, embed_dim=4,
+                             threads=1, xflip=xflip)
+        trainer = Trainer(params, data, torch.device("cpu"), "fp32")
+        trainer.step = step
+        seen: list[torch.Tensor] = []
+        trainer.d.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+        trainer.train_step(batch)
+        return seen[0]                                   # D's first forward of a step: the real batch
+
+    assert torch.equal(d_real_input(False, 5), real)
+    masks = []
+    for step in (5, 6):
+        seen = d_real_input(True, step)
+        mirrored = torch.tensor([torch.equal(s, r.flip(2)) for s, r in zip(seen, real)])
+        kept = torch.tensor([torch.equal(s, r) for s, r in zip(seen, real)])
+        assert (mirrored | kept).all() and 4 < int(mirrored.sum()) < 28   # every image one or the other, about half mirrored
+        assert torch.equal(seen, d_real_input(True, step))                 # the same step mirrors the same images
+        masks.append(mirrored & ~kept)
+    assert not torch.equal(masks[0], masks[1])                             # another step, another half
