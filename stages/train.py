@@ -17,6 +17,7 @@ def command(
     label_sampling: Annotated[Optional[str], option(P, "label_sampling")] = None,
     diffaugment: Annotated[Optional[str], option(P, "diffaugment")] = None,
     diffaugment_groups: Annotated[Optional[bool], option(P, "diffaugment_groups", "--diffaugment-groups/--diffaugment-per-image")] = None,
+    xflip: Annotated[Optional[bool], option(P, "xflip", "--xflip/--no-xflip")] = None,
     epochs: Annotated[Optional[float], option(P, "epochs")] = None,
     max_steps: Annotated[Optional[int], option(P, "max_steps")] = None,
     batch_size: Annotated[Optional[int], option(P, "batch_size")] = None,
