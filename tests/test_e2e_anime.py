@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +46,11 @@ def recipe(base_url: str) -> list[str]:
         "crawl.source": "konachan", "crawl.base_url": base_url, "crawl.tags": "1girl solo",
         "crawl.max_images": 1000, "crawl.variant": "sample", "crawl.delay": 0, "crawl.workers": 4,
         "crop.mode": "faces", "crop.size": 64, "crop.label_from": "tags", "crop.test_fraction": 0.2, "crop.workers": 1,
+        "crop.tag_policy": "drop", "crop.min_class_count": 5,
         "train.epochs": 1, "train.batch_size": 32, "train.z_dim": 16, "train.g_channels": 8, "train.d_channels": 8,
         "train.embed_dim": 4, "train.threads": 1, "train.grid_per_class": 3, "train.judge_steps": 5,
         "train.diffaugment": "'translation,cutout'",   # quoted: a bare a,b,c is a Hydra sweep
-        "train.r1_gamma": 1.0, "train.lr_g": 0.0002, "train.lr_d": 0.0002,
+        "train.r1_gamma": 1.0, "train.lr_g": 0.0002, "train.lr_d": 0.0002, "train.xflip": "true",
         "generate.latent_scale": 1.6,
         "generate.count": 40, "generate.oversample": 2, "generate.batch_size": 40, "generate.threads": 1,
         "evaluate.steps": 3, "evaluate.feature_steps": 3, "evaluate.gain_steps": 3, "evaluate.seeds": 2, "evaluate.batch_size": 16, "evaluate.fractions": "[0.5]", "evaluate.compare_count": 10,
@@ -58,6 +60,30 @@ def recipe(base_url: str) -> list[str]:
     for key, value in values.items():
         args += ["-S", f"{key}={value}"]
     return args
+
+
+# README values this test shrinks to run in a minute; every other -S of the README must be here as it is there.
+SHRUNK = {"crawl.max_images", "crop.min_class_count", "train.epochs", "train.g_channels", "train.judge_steps"}
+
+
+def readme_recipe() -> dict[str, str]:
+    """The -S values of the README's `dvc exp run` recipe, as the shell passes them."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"^dvc exp run .*?(?<!\\)$", text, re.M | re.S)
+    assert command, "README has no `dvc exp run` recipe"
+    words = shlex.split(command.group(0).replace("\\\n", " "))
+    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
+
+
+def test_this_test_runs_the_readme_recipe_with_only_its_sizes_shrunk() -> None:
+    args = recipe("http://127.0.0.1:1")
+    ours = dict(args[i + 1].split("=", 1) for i in range(0, len(args), 2))
+    readme = readme_recipe()
+    assert {"train.xflip", "generate.latent_scale", "train.epochs"} <= set(readme), readme
+    for key, value in readme.items():
+        assert key in ours, f"the README recipe sets {key}, this test does not"
+        if key not in SHRUNK:
+            assert ours[key] == value, f"{key}: README {value!r}, this test {ours[key]!r}"
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +116,7 @@ def test_the_anime_recipe_runs_every_stage_under_dvc_exp_run(repo: Path) -> None
         assert (repo / "runs/train/samples/epoch-001.png").exists()
         state = load_checkpoint(repo / "runs/train/checkpoint.pt")
         assert state["params"]["diffaugment"] == "translation,cutout" and "augment" in state["rng"]
+        assert state["params"]["xflip"] is True   # the recipe's mirrored real faces reach the GAN
         generated = json.loads((repo / "data/generated/meta.json").read_text())
         assert generated["params"]["latent_scale"] == 1.6   # the recipe's wider z reaches generate and its record
         folders = {p.name for p in (repo / "data/export").iterdir() if p.is_dir()}
